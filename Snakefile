@@ -1,0 +1,19 @@
+# Tina: text-to-model generation, as a Snakemake workflow. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/zoo.smk"
+include: "rules/tina.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

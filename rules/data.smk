@@ -1,0 +1,49 @@
+# Data: render or load the data set, then split classes and sample tasks.
+
+
+rule prepare_data:
+    output:
+        dataset=f"{RESULTS}/data/dataset.safetensors",
+        classes=f"{RESULTS}/data/classes.csv",
+    log:
+        f"{RESULTS}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data/job.tsv"
+    params:
+        data=config["data"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    message:
+        "Preparing the {params.data[dataset]} data set"
+    script:
+        "../src/scripts/prepare_data.py"
+
+
+rule split_tasks:
+    input:
+        classes=rules.prepare_data.output.classes,
+    output:
+        tasks=f"{RESULTS}/tasks.csv",
+        class_split=f"{RESULTS}/class_split.csv",
+    log:
+        f"{RESULTS}/logs/split_tasks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/split_tasks/job.tsv"
+    params:
+        tasks=config["tasks"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        ENV
+    message:
+        "Splitting classes and sampling tasks"
+    script:
+        "../src/scripts/split_tasks.py"

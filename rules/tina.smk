@@ -1,0 +1,86 @@
+# Tina: prompt embeddings, the image projection, and training the diffusion transformer.
+
+
+rule embed_prompts:
+    input:
+        classes=rules.prepare_data.output.classes,
+    output:
+        embeddings=f"{RESULTS}/prompts/embeddings.safetensors",
+    log:
+        f"{RESULTS}/logs/embed_prompts.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed_prompts/job.tsv"
+    params:
+        encoder=config["encoder"],
+        cache=EMBEDDING_CACHE,
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=20,
+        gpu=1,
+    conda:
+        ENV
+    message:
+        "Encoding class names and descriptions with {params.encoder[name]}"
+    script:
+        "../src/scripts/embed_prompts.py"
+
+
+rule fit_image_projection:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        class_split=rules.split_tasks.output.class_split,
+        generic=rules.train_generic.output.model,
+        embeddings=rules.embed_prompts.output.embeddings,
+    output:
+        projection=f"{RESULTS}/prompts/image_projection.safetensors",
+    log:
+        f"{RESULTS}/logs/fit_image_projection.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_image_projection/job.tsv"
+    params:
+        encoder=config["encoder"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        ENV
+    message:
+        "Fitting the image-to-text projection on the training classes"
+    script:
+        "../src/scripts/fit_image_projection.py"
+
+
+rule train_tina:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        class_split=rules.split_tasks.output.class_split,
+        tasks=rules.split_tasks.output.tasks,
+        generic=rules.train_generic.output.model,
+        zoo=zoo_shards(),
+        embeddings=rules.embed_prompts.output.embeddings,
+    output:
+        model=f"{RESULTS}/tina/model.safetensors",
+        history=f"{RESULTS}/tina/history.csv",
+    log:
+        f"{RESULTS}/logs/train_tina.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_tina/job.tsv"
+    params:
+        tina=config["tina"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=1,
+    conda:
+        ENV
+    message:
+        "Training Tina for {params.tina[steps]} steps"
+    script:
+        "../src/scripts/train_tina.py"

@@ -1,0 +1,63 @@
+# Zoo: the generic model, then one job per shard of p-models fine-tuned from it.
+
+
+rule train_generic:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        class_split=rules.split_tasks.output.class_split,
+    output:
+        model=f"{RESULTS}/generic/model.safetensors",
+        report=f"{RESULTS}/generic/report.json",
+    log:
+        f"{RESULTS}/logs/train_generic.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_generic/job.tsv"
+    params:
+        generic=config["generic"],
+        net=config["net"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        ENV
+    message:
+        "Training the generic {params.net[arch]} on the {params.generic[classes]} classes"
+    script:
+        "../src/scripts/train_generic.py"
+
+
+rule finetune_pmodels:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        tasks=rules.split_tasks.output.tasks,
+        generic=rules.train_generic.output.model,
+    output:
+        params=f"{RESULTS}/zoo/shard-{{shard}}.safetensors",
+        meta=f"{RESULTS}/zoo/shard-{{shard}}.csv",
+    log:
+        f"{RESULTS}/logs/finetune_pmodels/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune_pmodels/{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        zoo=config["zoo"],
+        net=config["net"],
+        k=config["tasks"]["k"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=1,
+    conda:
+        ENV
+    message:
+        "Fine-tuning p-models of shard {wildcards.shard}"
+    script:
+        "../src/scripts/finetune_pmodels.py"

@@ -1,0 +1,22 @@
+"""Rule finetune_pmodels: fine-tune the p-models of one shard of the task table."""
+
+from tina.data import load_dataset
+from tina.io import run_step
+from tina.tasks import read_tasks
+from tina.zoo import finetune_shard, load_generic, save_shard
+
+
+def main(snakemake):
+    dataset = load_dataset(snakemake.input.dataset, snakemake.input.classes)
+    tasks = read_tasks(snakemake.input.tasks)
+    generic = load_generic(snakemake.input.generic)
+    shard = int(snakemake.wildcards.shard)
+    result = finetune_shard(
+        dataset, tasks, generic, shard,
+        zoo=snakemake.params.zoo, net=snakemake.params.net, k=snakemake.params.k,
+        seed=snakemake.params.seed, threads=snakemake.threads,
+    )  # fmt: skip
+    save_shard(result, snakemake.output.params, snakemake.output.meta)
+
+
+run_step(snakemake, main, snakemake)  # noqa: F821 (injected by Snakemake)

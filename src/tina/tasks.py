@@ -1,0 +1,207 @@
+"""Class splits and task lists.
+
+A *task* is an ordered list of class ids: the order is the prompt order, and head row ``j`` of
+the task's classifier belongs to its ``j``-th class. Classes are split once into *seen* classes
+(the only ones any training or validation task contains) and *unseen* classes (held out for
+out-of-distribution tests). Splits written to the task table:
+
+- ``train``: k-way tasks of seen classes (the zoo that Tina learns from);
+- ``val``: k-way tasks of seen classes, used to select Tina checkpoints;
+- ``test_id``: k-way tasks of seen classes whose class SET is no train or val task's set;
+- ``test_ood``: k-way tasks with a given number of unseen classes (column ``n_unseen``);
+- ``test_kway``: k'-way tasks of seen classes for each k' < k (the padding experiment).
+
+With ``grouped`` on, each task is drawn from one group of related classes (the WordNet
+lexicographer file, e.g. ``noun.animal``), as a user interested in animals would ask for; groups
+with fewer classes than a task needs are pooled together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("tina.tasks")
+
+SPLITS = ("train", "val", "test_id", "test_ood", "test_kway")
+POOLED_GROUP = "pooled"
+ALL_CLASSES = "all"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The ``tasks`` section of the config."""
+
+    k: int
+    unseen_fraction: float
+    grouped: bool
+    n_train: int
+    n_val: int
+    n_test_id: int
+    n_test_ood: int
+    ood_unseen: tuple[int, ...]
+    kway: tuple[int, ...]
+    n_kway: int
+
+    @classmethod
+    def from_config(cls, section: dict) -> TaskConfig:
+        fields = {name: section[name] for name in cls.__dataclass_fields__}
+        fields["ood_unseen"] = tuple(fields["ood_unseen"])
+        fields["kway"] = tuple(fields["kway"])
+        return cls(**fields)
+
+
+def split_classes(classes: pd.DataFrame, unseen_fraction: float, seed: int) -> pd.DataFrame:
+    """Mark each class seen or unseen, stratified by group so every group keeps seen classes."""
+    rng = np.random.default_rng([seed, 1])
+    unseen: set[int] = set()
+    for _, members in sorted(classes.groupby("group")["class_id"]):
+        ids = rng.permutation(members.to_numpy())
+        unseen.update(int(i) for i in ids[: int(round(unseen_fraction * len(ids)))])
+    table = classes[["class_id", "name", "group"]].copy()
+    table["seen"] = ~table["class_id"].isin(unseen)
+    return table
+
+
+def _pools(split: pd.DataFrame, grouped: bool, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Group name -> (seen ids, unseen ids); groups with fewer than k seen classes are pooled."""
+    if not grouped:
+        return {ALL_CLASSES: _seen_unseen(split)}
+    pools, small = {}, []
+    for group, members in sorted(split.groupby("group")):
+        pools[group] = _seen_unseen(members)
+        if len(pools[group][0]) < k:
+            small.append(group)
+    for group in small:
+        del pools[group]
+    if small:
+        pools[POOLED_GROUP] = _seen_unseen(split[split["group"].isin(small)])
+    return pools
+
+
+def _seen_unseen(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    ids = frame["class_id"].to_numpy()
+    seen = frame["seen"].to_numpy()
+    return np.sort(ids[seen]), np.sort(ids[~seen])
+
+
+class _Sampler:
+    """Draws unique ordered tasks (unique by class set across all splits that share ``taken``)."""
+
+    def __init__(self, pools, everything, rng: np.random.Generator, taken: set[frozenset]):
+        self.pools = pools
+        self.everything = everything
+        self.rng = rng
+        self.taken = taken
+
+    def draw(self, n: int, k: int, n_unseen: int, label: str) -> list[tuple[str, list[int]]]:
+        n_seen = k - n_unseen
+        names = [
+            g
+            for g, (seen, unseen) in self.pools.items()
+            if len(seen) >= n_seen and len(unseen) >= n_unseen
+        ]
+        if not names and ALL_CLASSES in self.pools:
+            raise ValueError(
+                f"cannot draw {label} tasks: they need {n_seen} seen and {n_unseen} unseen "
+                f"classes, but there are only {len(self.everything[0])} seen and "
+                f"{len(self.everything[1])} unseen; lower tasks.k or tasks.ood_unseen"
+            )
+        if not names:  # no single group is large enough: draw across all classes
+            everything = {ALL_CLASSES: self.everything}
+            return _Sampler(everything, self.everything, self.rng, self.taken).draw(
+                n, k, n_unseen, label
+            )
+        capacity = sum(
+            math.comb(len(self.pools[g][0]), n_seen) * math.comb(len(self.pools[g][1]), n_unseen)
+            for g in names
+        )
+        weights = np.array([len(self.pools[g][0]) + len(self.pools[g][1]) for g in names], float)
+        weights /= weights.sum()
+        too_many = ValueError(
+            f"cannot draw {n} distinct {label} tasks: only {capacity} class sets of that kind "
+            "exist, some already taken by other splits; lower the number of tasks or add classes"
+        )
+        if n > capacity:
+            raise too_many
+        tasks: list[tuple[str, list[int]]] = []
+        attempts = 0
+        while len(tasks) < n:
+            attempts += 1
+            if attempts > 50 * n + 1000:  # random draws keep colliding: the sets are nearly used up
+                raise too_many
+            group = names[self.rng.choice(len(names), p=weights)]
+            seen, unseen = self.pools[group]
+            classes = list(self.rng.choice(seen, n_seen, replace=False)) + list(
+                self.rng.choice(unseen, n_unseen, replace=False)
+            )
+            key = frozenset(int(c) for c in classes)
+            if key in self.taken:
+                continue
+            self.taken.add(key)
+            tasks.append((group, [int(c) for c in self.rng.permutation(classes)]))
+        return tasks
+
+
+def make_tasks(split: pd.DataFrame, cfg: TaskConfig, seed: int) -> pd.DataFrame:
+    """Sample every split's tasks from a class split (see :func:`split_classes`)."""
+    names = dict(zip(split["class_id"], split["name"], strict=True))
+    pools = _pools(split, cfg.grouped, cfg.k)
+    rng = np.random.default_rng([seed, 2])
+    sampler = _Sampler(pools, _seen_unseen(split), rng, taken=set())
+    rows = []
+
+    def add(split_name: str, drawn, n_unseen: int):
+        for group, ids in drawn:
+            rows.append(
+                {
+                    "split": split_name,
+                    "k": len(ids),
+                    "n_unseen": n_unseen,
+                    "group": group,
+                    "class_ids": " ".join(map(str, ids)),
+                    "class_names": ";".join(names[i] for i in ids),
+                }
+            )
+
+    add("train", sampler.draw(cfg.n_train, cfg.k, 0, "train"), 0)
+    add("val", sampler.draw(cfg.n_val, cfg.k, 0, "val"), 0)
+    add("test_id", sampler.draw(cfg.n_test_id, cfg.k, 0, "test_id"), 0)
+    for n_unseen in cfg.ood_unseen:
+        add("test_ood", sampler.draw(cfg.n_test_ood, cfg.k, n_unseen, "test_ood"), n_unseen)
+    for k in cfg.kway:
+        add("test_kway", sampler.draw(cfg.n_kway, k, 0, f"{k}-way"), 0)
+    tasks = pd.DataFrame(rows)
+    tasks.insert(0, "task_id", np.arange(len(tasks)))
+    return tasks
+
+
+def split_tasks(
+    classes: pd.DataFrame, section: dict, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Class split and task table for the ``tasks`` config section."""
+    cfg = TaskConfig.from_config(section)
+    split = split_classes(classes, cfg.unseen_fraction, seed)
+    tasks = make_tasks(split, cfg, seed)
+    counts = tasks["split"].value_counts().to_dict()
+    log.info(
+        "split %d classes into %d seen / %d unseen; tasks per split: %s",
+        len(split),
+        int(split["seen"].sum()),
+        int((~split["seen"]).sum()),
+        counts,
+    )
+    return split, tasks
+
+
+def class_ids(tasks: pd.DataFrame) -> list[list[int]]:
+    """The ordered class ids of every task row."""
+    return [[int(c) for c in s.split()] for s in tasks["class_ids"]]
+
+
+def read_tasks(path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)

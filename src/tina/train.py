@@ -1,0 +1,556 @@
+"""Training Tina on the p-model zoo, and generating parameters with it.
+
+Tina diffuses over a *code* of each p-model rather than its raw parameters: the residual from
+the generic model with classifier selection (the *base*), normalised per parameter. Head rows
+share their statistics across class slots, so the code stays equivariant to the class order.
+Training adds, per sample:
+
+- class-permutation augmentation: prompts, head rows of x0 and of the base shuffled together;
+- slot dropout: some tasks keep only k' < k random classes (the rest padded and masked), so
+  one model serves every class count;
+- base dropout: some slots see the *neutral* base row (the mean generic row) instead of their
+  class's generic row, so Tina learns to write a row from the prompt alone (unseen classes);
+- prompt dropout for classifier-free guidance.
+
+Checkpoints are selected by the accuracy of generated models on validation tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tina.diffusion import Schedule, ddim_sample, ddpm_sample, guided, x0_loss
+from tina.io import load_tensors, progress, save_tensors
+from tina.model import ParamLayout, TinaTransformer
+from tina.nets import NetSpec, forward, split_body
+from tina.zoo import PAD, _as_float, derive_seed, evaluate
+
+log = logging.getLogger("tina.train")
+
+
+@dataclass(frozen=True)
+class TinaConfig:
+    """The ``tina`` config section (defaults are the schema's)."""
+
+    width: int = 128
+    depth: int = 3
+    heads: int = 4
+    chunk_size: int = 128
+    dropout: float = 0.0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    ema: float = 0.995
+    grad_clip: float = 1.0
+    prompt_dropout: float = 0.1
+    slot_dropout: float = 0.2
+    base_dropout: float = 0.1
+    residual: bool = True
+    normalize: bool = True
+    schedule: str = "linear"
+    timesteps: int = 1000
+    functional_weight: float = 0.0
+    functional_images: int = 8
+    eval_every: int = 500
+    eval_sampler_steps: int = 10
+    guidance: float = 1.0
+
+    @classmethod
+    def from_config(cls, section: dict) -> TinaConfig:
+        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def layout_of(spec: NetSpec) -> ParamLayout:
+    return ParamLayout.from_named_shapes(spec.param_shapes())
+
+
+# --------------------------------------------------------------------------- the code space
+class ParamCodec:
+    """Maps parameters to Tina's diffusion space and back: ``x0 = (p - base - mean) / std``."""
+
+    def __init__(
+        self,
+        spec: NetSpec,
+        mean: Tensor,
+        std: Tensor,
+        neutral_row: Tensor,
+        generic: Tensor,
+        residual: bool,
+    ):
+        self.spec = spec
+        self.mean, self.std = mean, std
+        self.neutral_row = neutral_row
+        self.generic = generic
+        self.residual = residual
+        self.rows = spec.head_rows()
+        self.spec_all = spec.with_classes(self._num_generic_rows(), head_only=False)
+
+    def _num_generic_rows(self) -> int:
+        body = self.spec.with_classes(1, head_only=False).body_size
+        return (self.generic.numel() - body) // (self.spec.feature_dim + 1)
+
+    # base parameters ---------------------------------------------------------------
+    def generic_rows(self) -> Tensor:
+        """``[C, row_len]``: every class's generic head row (weight row then bias)."""
+        return self.generic[self.spec_all.head_rows()]
+
+    def base(self, classes: Tensor, known: Tensor) -> Tensor:
+        """Classifier-selected generic parameters ``[B, P]`` for ``classes [B, k]``.
+
+        Slots whose class is padding or not ``known`` (``known [B, k]`` False) get the neutral
+        row; with ``residual`` off the base is zero.
+        """
+        b = classes.shape[0]
+        out = torch.zeros(b, self.spec.num_params)
+        if not self.residual:
+            return out
+        if not self.spec.head_only:
+            body = split_body(self.generic, self.spec_all)[0]
+            out[:, : body.numel()] = body
+        rows = self.generic_rows()[classes.clamp(min=0)]
+        use = (known & (classes >= 0)).unsqueeze(-1)
+        rows = torch.where(use, rows, self.neutral_row.expand_as(rows))
+        out[:, self.rows.reshape(-1)] = rows.reshape(b, -1)
+        return out
+
+    # code <-> params ---------------------------------------------------------------
+    def encode(self, params: Tensor, base: Tensor) -> Tensor:
+        return (params - base - self.mean) / self.std
+
+    def decode(self, code: Tensor, base: Tensor) -> Tensor:
+        return code * self.std + self.mean + base
+
+    @classmethod
+    def fit(
+        cls,
+        params: Tensor,
+        classes: Tensor,
+        generic: Tensor,
+        spec: NetSpec,
+        *,
+        residual: bool,
+        normalize: bool,
+    ) -> ParamCodec:
+        """Statistics of the training residuals; head rows pooled over slots."""
+        p = spec.num_params
+        probe = cls(
+            spec,
+            torch.zeros(p),
+            torch.ones(p),
+            torch.zeros(spec.feature_dim + 1),
+            generic,
+            residual,
+        )
+        known_rows = probe.generic_rows()[classes[classes >= 0].unique()]
+        probe.neutral_row = known_rows.mean(0)
+        resid = params - probe.base(classes, torch.ones_like(classes, dtype=torch.bool))
+        mean, std = torch.zeros(p), torch.ones(p)
+        if normalize:
+            mean, std = resid.mean(0), resid.std(0)
+            rows = probe.rows
+            head = resid[:, rows]  # [N, k, row_len]
+            mean[rows] = head.mean((0, 1)).expand(rows.shape)
+            std[rows] = head.std((0, 1)).expand(rows.shape)
+            std = std.clamp(min=1e-4 + 1e-3 * float(std.median()))
+        return cls(spec, mean, std, probe.neutral_row, generic, residual)
+
+    def state(self) -> dict[str, Tensor]:
+        return {
+            "codec.mean": self.mean,
+            "codec.std": self.std,
+            "codec.neutral_row": self.neutral_row,
+            "codec.generic": self.generic,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor], spec: NetSpec, residual: bool) -> ParamCodec:
+        return cls(
+            spec,
+            state["codec.mean"],
+            state["codec.std"],
+            state["codec.neutral_row"],
+            state["codec.generic"],
+            residual,
+        )
+
+
+# --------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample_codes(
+    model: TinaTransformer,
+    schedule: Schedule,
+    prompts: Tensor,
+    mask: Tensor,
+    base_code: Tensor | None,
+    *,
+    sampler: str = "ddim",
+    steps: int = 10,
+    seed: int = 0,
+    guidance: float = 1.0,
+) -> Tensor:
+    """Sample codes ``[B, P]`` for prompts ``[B, k, D]``; the seed fixes every noise draw."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    fn = guided(model, guidance, prompts, mask, base_code)
+    shape = (prompts.shape[0], model.layout.P)
+    if sampler == "ddpm":
+        return ddpm_sample(fn, shape, schedule, generator)
+    return ddim_sample(fn, shape, schedule, steps, generator)
+
+
+@dataclass
+class Tina:
+    """A trained Tina: the transformer, its code space and what it was trained with."""
+
+    model: TinaTransformer
+    codec: ParamCodec
+    schedule: Schedule
+    spec: NetSpec
+    config: TinaConfig
+    class_names: list[str]
+    known: Tensor  # [C] bool: classes whose generic row is trained (seen classes)
+    meta: dict
+
+    def generate(
+        self,
+        prompts: Tensor,
+        mask: Tensor,
+        classes: Tensor | None = None,
+        *,
+        samples: int = 1,
+        sampler: str = "ddim",
+        steps: int | None = None,
+        seed: int = 0,
+        guidance: float | None = None,
+    ) -> Tensor:
+        """Parameters ``[B * samples, P]`` (task-major) of nets for prompts ``[B, k, D]``.
+
+        ``classes [B, k]`` names the data set's class of each slot (-1 = a prompt with no
+        known class, e.g. a new name); known classes start from their generic row.
+        """
+        b, k = mask.shape
+        if classes is None:
+            classes = torch.full((b, k), PAD, dtype=torch.long)
+        known = self.known[classes.clamp(min=0)] & (classes >= 0)
+        base = self.codec.base(classes, known)
+
+        def reps(x):
+            return None if x is None else x.repeat_interleave(samples, 0)
+
+        base_code_in = reps(self._base_input(base))
+        codes = sample_codes(
+            self.model,
+            self.schedule,
+            reps(prompts),
+            reps(mask),
+            base_code_in,
+            sampler=sampler,
+            steps=steps or self.config.eval_sampler_steps,
+            seed=seed,
+            guidance=self.config.guidance if guidance is None else guidance,
+        )
+        params = self.codec.decode(codes, reps(base))
+        return _zero_padding(params, reps(mask), self.spec)
+
+    def _base_input(self, base: Tensor) -> Tensor | None:
+        """What the model sees of the base: the base scaled like the code (None without one)."""
+        return base / self.codec.std if self.config.residual else None
+
+
+def _zero_padding(params: Tensor, mask: Tensor, spec: NetSpec) -> Tensor:
+    rows = spec.head_rows()
+    params = params.clone()
+    pad = ~mask
+    if pad.any():
+        idx = rows.unsqueeze(0).expand(mask.shape[0], -1, -1)[pad]
+        params[pad.nonzero()[:, 0].unsqueeze(1).expand_as(idx), idx] = 0.0
+    return params
+
+
+# --------------------------------------------------------------------------- training
+def _lr_at(step: int, cfg: TinaConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * frac))
+
+
+def _augment(
+    classes: Tensor, params: Tensor, cfg: TinaConfig, spec: NetSpec, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Permute slots, drop slots (padding) and base rows; return classes, params, mask, known."""
+    b, k = classes.shape
+    perm = torch.argsort(torch.rand(b, k, generator=g), dim=1)
+    classes = classes.gather(1, perm)
+    rows = spec.head_rows()
+    params = params.clone()
+    src = rows[perm]  # [B, k, row_len]: flat indices of the row that moves into slot j
+    params[:, rows.reshape(-1)] = params.gather(1, src.reshape(b, -1))
+    mask = classes >= 0
+    drop = torch.rand(b, generator=g) < cfg.slot_dropout
+    if drop.any():
+        keep = torch.randint(2, k + 1, (b,), generator=g)
+        slot = torch.arange(k).unsqueeze(0)
+        mask = mask & ~(drop.unsqueeze(1) & (slot >= keep.unsqueeze(1)))
+    known = torch.rand(b, k, generator=g) >= cfg.base_dropout
+    return classes.masked_fill(~mask, PAD), params, mask, known
+
+
+def _functional_loss(
+    params: Tensor,
+    classes: Tensor,
+    mask: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    by_class: list[Tensor],
+    spec: NetSpec,
+    n: int,
+    g: torch.Generator,
+) -> Tensor:
+    """Cross-entropy of the decoded nets on ``n`` training images per task."""
+    b, k = classes.shape
+    index = torch.zeros(b, n, dtype=torch.long)
+    target = torch.zeros(b, n, dtype=torch.long)
+    for i in range(b):
+        slots = mask[i].nonzero().squeeze(1)
+        pick = slots[torch.randint(len(slots), (n,), generator=g)]
+        for j, s in enumerate(pick.tolist()):
+            pool = by_class[int(classes[i, s])]
+            index[i, j] = pool[torch.randint(len(pool), (1,), generator=g)]
+            target[i, j] = s
+    logits = forward(params, images[index], spec)
+    logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1))
+
+
+def train_tina(
+    zoo_params: Tensor,
+    zoo_classes: Tensor,
+    generic: Tensor,
+    spec: NetSpec,
+    class_emb: Tensor,
+    known: Tensor,
+    val_tasks: pd.DataFrame,
+    images: Tensor,
+    labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    cfg: TinaConfig,
+    seed: int,
+    class_names: list[str],
+) -> tuple[Tina, pd.DataFrame]:
+    """Train Tina on training p-models ``zoo_params [N, P]`` of tasks ``zoo_classes [N, k]``.
+
+    ``class_emb [C, D]`` holds each class's prompt embedding, ``known [C]`` which classes the
+    generic model was trained on. Every ``eval_every`` steps the EMA model generates nets for
+    ``val_tasks`` and the best validation accuracy picks the returned checkpoint.
+    """
+    g = torch.Generator().manual_seed(derive_seed(seed, "tina-train"))
+    codec = ParamCodec.fit(
+        zoo_params, zoo_classes, generic, spec, residual=cfg.residual, normalize=cfg.normalize
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(seed, "tina-init"))
+        model = TinaTransformer(
+            layout_of(spec),
+            class_emb.shape[1],
+            width=cfg.width,
+            depth=cfg.depth,
+            heads=cfg.heads,
+            chunk_size=cfg.chunk_size,
+            dropout=cfg.dropout,
+            use_base=cfg.residual,
+        )
+    ema = copy.deepcopy(model).requires_grad_(False)
+    schedule = Schedule(cfg.schedule, cfg.timesteps)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tina = Tina(ema, codec, schedule, spec, cfg, class_names, known, meta={})
+    images_f = _as_float(images) if cfg.functional_weight > 0 else None
+    by_class = [torch.nonzero(labels == c).squeeze(1) for c in range(len(class_names))]
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "Tina: %d parameters, %d training p-models of %d parameters, %d steps",
+        n_params,
+        len(zoo_params),
+        spec.num_params,
+        cfg.steps,
+    )
+
+    history, best, best_state = [], -1.0, None
+    start = time.perf_counter()
+    bar = progress(range(cfg.steps), desc="train_tina")
+    for step in bar:
+        model.train()
+        idx = torch.randint(len(zoo_params), (cfg.batch_size,), generator=g)
+        classes, params, mask, known_slots = _augment(
+            zoo_classes[idx], zoo_params[idx], cfg, spec, g
+        )
+        base = codec.base(classes, known_slots & known[classes.clamp(min=0)])
+        x0 = codec.encode(params, base)
+        prompts = class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1)
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
+        base_in = base / codec.std if cfg.residual else None
+        weight = torch.ones_like(x0)
+        rows = spec.head_rows()
+        weight[:, rows.reshape(-1)] = (
+            mask.unsqueeze(-1).expand(-1, -1, rows.shape[1]).reshape(cfg.batch_size, -1).float()
+        )
+        predicted = {}
+
+        def model_fn(x_t, t, prompts=prompts, mask=mask, base_in=base_in, drop=drop, out=predicted):
+            out["x0"] = model(x_t, t, prompts, mask, base_in, drop)
+            return out["x0"]
+
+        loss = x0_loss(model_fn, x0, schedule, g, weight)
+        fn_loss = torch.zeros(())
+        if cfg.functional_weight > 0:
+            nets = codec.decode(predicted["x0"], base)
+            fn_loss = _functional_loss(
+                nets, classes, mask, images_f, labels, by_class, spec, cfg.functional_images, g
+            )
+            loss = loss + cfg.functional_weight * fn_loss
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - decay)
+        last = step + 1 == cfg.steps
+        if (step + 1) % cfg.eval_every == 0 or last:
+            acc = validate(tina, val_tasks, class_emb, test_images, test_labels, seed)
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": float(loss),
+                    "functional_loss": float(fn_loss),
+                    "val_accuracy": acc,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            log.info("step %d loss %.4f val accuracy %.4f", step + 1, float(loss), acc)
+            if acc > best:
+                best, best_state = acc, copy.deepcopy(ema.state_dict())
+    ema.load_state_dict(best_state)
+    tina.meta = {
+        "val_accuracy": best,
+        "train_seconds": time.perf_counter() - start,
+        "parameters": n_params,
+    }
+    log.info("selected checkpoint: validation accuracy %.4f", best)
+    return tina, pd.DataFrame(history)
+
+
+def task_prompts(classes: Tensor, class_emb: Tensor) -> tuple[Tensor, Tensor]:
+    """Prompt embeddings ``[B, k, D]`` and mask of tasks ``classes [B, k]`` (PAD = -1)."""
+    mask = classes >= 0
+    return class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1), mask
+
+
+def validate(
+    tina: Tina, tasks: pd.DataFrame, class_emb: Tensor, images: Tensor, labels: Tensor, seed: int
+) -> float:
+    """Mean accuracy of one generated net per validation task."""
+    from tina.zoo import task_classes
+
+    classes = task_classes(tasks, tina.spec.num_classes)
+    prompts, mask = task_prompts(classes, class_emb)
+    params = tina.generate(prompts, mask, classes, seed=derive_seed(seed, "validate"))
+    return float(evaluate(params, tasks, images, labels, tina.spec).mean())
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_tina(tina: Tina, path) -> None:
+    tensors = {f"model.{k}": v for k, v in tina.model.state_dict().items()}
+    tensors.update(tina.codec.state())
+    tensors["known"] = tina.known.to(torch.uint8)
+    meta = {
+        "config": json.dumps(asdict(tina.config)),
+        "spec": tina.spec.to_json(),
+        "prompt_dim": str(tina.model.prompt_dim),
+        "class_names": json.dumps(tina.class_names),
+        "meta": json.dumps(tina.meta),
+    }
+    save_tensors(path, tensors, metadata=meta)
+
+
+def load_tina(path) -> Tina:
+    from safetensors import safe_open
+
+    tensors = load_tensors(path)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    try:
+        cfg = TinaConfig(**json.loads(meta["config"]))
+        spec = NetSpec.from_json(meta["spec"])
+        prompt_dim = int(meta["prompt_dim"])
+        class_names = json.loads(meta["class_names"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a Tina checkpoint (metadata: {err})") from None
+    model = TinaTransformer(
+        layout_of(spec),
+        prompt_dim,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        chunk_size=cfg.chunk_size,
+        dropout=cfg.dropout,
+        use_base=cfg.residual,
+    )
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    model.eval()
+    codec = ParamCodec.from_state(tensors, spec, cfg.residual)
+    return Tina(
+        model,
+        codec,
+        Schedule(cfg.schedule, cfg.timesteps),
+        spec,
+        cfg,
+        class_names,
+        tensors["known"].bool(),
+        json.loads(meta.get("meta", "{}")),
+    )
+
+
+# --------------------------------------------------------------------------- the stage
+def train_tina_stage(inputs, section: dict, seed: int) -> tuple[Tina, pd.DataFrame]:
+    """Load the zoo, prompts and data named by ``inputs`` and train Tina on the train split."""
+    from tina.data import load_dataset
+    from tina.prompts import load_embeddings
+    from tina.tasks import read_tasks
+    from tina.zoo import load_generic, load_zoo, task_classes
+
+    dataset = load_dataset(inputs.dataset, inputs.classes)
+    tasks = read_tasks(inputs.tasks)
+    generic = load_generic(inputs.generic)
+    zoo = load_zoo(list(inputs.zoo))
+    k = int(tasks["k"].max())
+    spec = zoo.spec
+    train = zoo.meta["split"] == "train"
+    params = zoo.params[torch.as_tensor(train.to_numpy())]
+    classes = task_classes(zoo.meta[train], k)
+    class_emb = load_embeddings(inputs.embeddings)["names"]
+    known = generic.trained
+    val_tasks = tasks[tasks["split"] == "val"]
+    return train_tina(
+        params, classes, generic.flat, spec, class_emb, known, val_tasks,
+        dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
+        TinaConfig.from_config(section), seed, dataset.classes["name"].tolist(),
+    )  # fmt: skip
