@@ -73,6 +73,8 @@ rule train_tina:
     params:
         tina=config["tina"],
         seed=config["seed"],
+        encoder=config["encoder"],
+        image_size=config["data"]["image_size"],
     threads: 2
     resources:
         mem_mb=6000,

@@ -4,16 +4,16 @@ import pandas as pd
 
 from tina.data import load_dataset
 from tina.io import run_step
-from tina.zoo import save_generic, train_generic_model
+from tina.shards import save_generic, train_generic_model
 
 
 def main(snakemake):
     dataset = load_dataset(snakemake.input.dataset, snakemake.input.classes)
     split = pd.read_csv(snakemake.input.class_split, keep_default_na=False)
-    flat, spec, report = train_generic_model(
+    generic, report = train_generic_model(
         dataset, split, snakemake.params.net, snakemake.params.generic, snakemake.params.seed
     )
-    save_generic(flat, spec, report, snakemake.output.model, snakemake.output.report)
+    save_generic(generic, report, snakemake.output.model, snakemake.output.report)
 
 
 run_step(snakemake, main, snakemake)  # noqa: F821 (injected by Snakemake)

@@ -534,8 +534,9 @@ def train_tina_stage(inputs, section: dict, seed: int) -> tuple[Tina, pd.DataFra
     """Load the zoo, prompts and data named by ``inputs`` and train Tina on the train split."""
     from tina.data import load_dataset
     from tina.prompts import load_embeddings
+    from tina.shards import load_generic, load_zoo
     from tina.tasks import read_tasks
-    from tina.zoo import load_generic, load_zoo, task_classes
+    from tina.zoo import task_classes
 
     dataset = load_dataset(inputs.dataset, inputs.classes)
     tasks = read_tasks(inputs.tasks)

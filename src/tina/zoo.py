@@ -1,0 +1,406 @@
+"""The generic model and the zoo of personalised models (p-models) that Tina learns from.
+
+The *generic* model is one net with a head over all classes, trained on the seen classes only.
+*Classifier selection* turns it into a task's net: its body plus the head rows of the task's
+classes in prompt order. A *p-model* is that net fine-tuned on the task's training images.
+
+Many p-models train at once as one batched computation: their flat parameters are stacked into
+``[T, P]`` and run as grouped convolutions (:func:`tina.nets.forward`), which on a CPU is several
+times faster per model than training them one by one. Each task's mini-batches come from a
+generator seeded by ``(seed, task_id)`` and the loss is a sum of per-task losses, so a task's
+p-model does not depend on which other tasks share its chunk: it is bit-identical on the same
+CPU and thread count (a chunk of one is run as two copies, to take the grouped code path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tina.data import to_float
+from tina.io import progress as progress_bar
+from tina.io import set_threads
+from tina.nets import NetSpec, features, forward, init_head_rows, init_params, split_body, unflatten
+
+log = logging.getLogger("tina.zoo")
+
+PAD = -1
+"""Class id of an empty slot in a task with fewer than k classes."""
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any parts (e.g. the config seed and a task id), stable across runs."""
+    text = "/".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def _generator(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def _as_float(images: Tensor) -> Tensor:
+    """Normalised float images; uint8 images go through :func:`tina.data.to_float`."""
+    return to_float(images) if images.dtype == torch.uint8 else images.float()
+
+
+def task_classes(tasks: pd.DataFrame, k: int) -> Tensor:
+    """Class ids ``[T, k]`` of every task in prompt order, padded with ``PAD``.
+
+    ``tasks["class_ids"]`` holds lists of ints or space-separated strings (the task table).
+    """
+    rows = []
+    for value in tasks["class_ids"]:
+        ids = [int(c) for c in (value.split() if isinstance(value, str) else value)]
+        if not 1 <= len(ids) <= k:
+            raise ValueError(f"a task has {len(ids)} classes; tasks need 1..{k} (k of the net)")
+        rows.append(ids + [PAD] * (k - len(ids)))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
+
+
+def _spec_of_generic(generic_flat: Tensor, spec: NetSpec) -> NetSpec:
+    """The full spec (head over all classes) of a generic vector of ``spec``'s architecture."""
+    base = spec.with_classes(1, head_only=False)
+    rows, rest = divmod(generic_flat.numel() - base.body_size, spec.feature_dim + 1)
+    if rest or rows < 1:
+        raise ValueError(
+            f"generic vector of {generic_flat.numel()} entries does not fit arch {spec.arch}"
+        )
+    return spec.with_classes(rows, head_only=False)
+
+
+# --------------------------------------------------------------------------- sampling
+def _epoch_batches(n: int, steps: int, batch_size: int, generator: torch.Generator) -> Tensor:
+    """Indices ``[steps, batch_size]`` into ``n`` items, one fresh permutation per epoch."""
+    epochs = math.ceil(steps * batch_size / n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
+    return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def _slot_index(labels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices of the items whose label is one of ``classes`` and their slot in ``classes``."""
+    valid = classes[classes >= 0]
+    slot_of = torch.full((int(max(labels.max(), valid.max())) + 1,), -1, dtype=torch.long)
+    slot_of[valid] = torch.nonzero(classes >= 0).squeeze(1)
+    slots = slot_of[labels]
+    index = torch.nonzero(slots >= 0).squeeze(1)
+    return index, slots[index]
+
+
+def _cosine_lr(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int, warmup: int):
+    """Linear warm-up for ``warmup`` steps, then cosine decay to zero at ``steps``."""
+    if step < warmup:
+        value = lr * (step + 1) / warmup
+    else:
+        value = 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    for group in optimizer.param_groups:
+        group["lr"] = value
+
+
+# --------------------------------------------------------------------------- generic model
+def train_generic(
+    images: Tensor,
+    labels: Tensor,
+    class_ids: Sequence[int],
+    spec_all: NetSpec,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    num_classes_total: int,
+    test_images: Tensor | None = None,
+    test_labels: Tensor | None = None,
+    progress: bool = True,
+) -> tuple[Tensor, dict]:
+    """Train the generic net on the images of ``class_ids``; return ``(flat [P_all], log)``.
+
+    The head has a row for each of ``num_classes_total`` classes; the softmax runs over
+    ``class_ids`` only, so the rows of the other classes keep their seeded initial values.
+    Adam with a short warm-up and cosine decay for a fixed number of steps (no early stop). The
+    log has the steps, seconds, the loss curve, the relative loss change over the last tenth
+    (``plateau``) and the accuracy among ``class_ids`` on the training (and test) images.
+    """
+    if spec_all.num_classes != num_classes_total or spec_all.head_only:
+        raise ValueError(
+            f"spec_all must be a full net with {num_classes_total} classes, got {spec_all}"
+        )
+    classes = torch.as_tensor(list(class_ids), dtype=torch.long)
+    index, slots = _slot_index(labels, classes)
+    if len(index) == 0:
+        raise ValueError("no training images belong to class_ids")
+    x_train = _as_float(images[index])
+    flat = init_params(spec_all, _generator(seed, "generic-init")).requires_grad_()
+    optimizer = torch.optim.Adam([flat], lr=lr)
+    batches = _epoch_batches(len(index), steps, batch_size, _generator(seed, "generic-batches"))
+    losses, start = [], time.perf_counter()
+    for step in progress_bar(range(steps), desc="generic", disable=not progress):
+        _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 50))
+        batch = batches[step]
+        logits = forward(flat.unsqueeze(0), x_train[batch].unsqueeze(0), spec_all)[0]
+        loss = F.cross_entropy(logits[:, classes], slots[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    seconds = time.perf_counter() - start
+    flat = flat.detach()
+    curve = torch.tensor(losses)
+    tenth = max(1, steps // 10)
+    last, before = curve[-tenth:].mean(), curve[-2 * tenth : -tenth].mean()
+    report = {
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "lr": lr,
+        "batch_size": batch_size,
+        "num_classes": len(classes),
+        "loss_curve": [round(float(c.mean()), 4) for c in curve.split(max(1, steps // 20))],
+        "plateau": round(float((before - last) / before), 4) if steps >= 20 else None,
+        "train_acc": _generic_accuracy(flat, x_train, slots, classes, spec_all),
+    }
+    if test_images is not None and test_labels is not None:
+        test_index, test_slots = _slot_index(test_labels, classes)
+        x_test = _as_float(test_images[test_index])
+        report["test_acc"] = _generic_accuracy(flat, x_test, test_slots, classes, spec_all)
+    log.info(
+        "generic: %d steps in %.1f s, loss %.3f, accuracy %.3f train / %s test (%d-way)",
+        steps,
+        seconds,
+        float(last),
+        report["train_acc"],
+        report.get("test_acc", "n/a"),
+        len(classes),
+    )
+    return flat, report
+
+
+@torch.no_grad()
+def _generic_accuracy(flat: Tensor, images: Tensor, slots: Tensor, classes: Tensor, spec: NetSpec):
+    body, _ = split_body(flat, spec)
+    head = unflatten(flat, spec)
+    correct = 0
+    for start in range(0, len(images), 1024):
+        feats = features(body, images[start : start + 1024], spec)
+        logits = feats @ head["head.weight"][classes].T + head["head.bias"][classes]
+        correct += int((logits.argmax(1) == slots[start : start + 1024]).sum())
+    return round(correct / len(images), 4)
+
+
+# --------------------------------------------------------------------------- selection
+def select_classifier(
+    generic_flat: Tensor,
+    class_ids: Sequence[int] | Tensor,
+    spec_all: NetSpec,
+    spec_task: NetSpec,
+    seed: int,
+) -> Tensor:
+    """The generic model with classifier selection, as a flat ``[P_task]`` vector.
+
+    The body is the generic body (left out for a head-only ``spec_task``); head row ``j`` is
+    the generic row of ``class_ids[j]``. A padding slot (``PAD``) gets a row drawn from a
+    generator seeded by ``(seed, j)``.
+    """
+    classes = torch.as_tensor(class_ids, dtype=torch.long).reshape(-1)
+    if len(classes) != spec_task.num_classes or spec_all.arch != spec_task.arch:
+        raise ValueError(
+            f"{len(classes)} class ids for {spec_task}: need {spec_task.num_classes} ids "
+            f"(pad with {PAD}) and the generic's arch {spec_all.arch}"
+        )
+    if int(classes.max()) >= spec_all.num_classes or int(classes.min()) < PAD:
+        raise ValueError(f"class ids {classes.tolist()} outside 0..{spec_all.num_classes - 1}")
+    rows = generic_flat[spec_all.head_rows()[classes.clamp(min=0)]]
+    for slot in torch.nonzero(classes == PAD).squeeze(1).tolist():
+        rows[slot] = init_head_rows(1, spec_task, _generator(seed, "pad", slot))[0]
+    head = torch.cat([rows[:, :-1].reshape(-1), rows[:, -1]])
+    if spec_task.head_only:
+        return head
+    return torch.cat([split_body(generic_flat, spec_all)[0], head])
+
+
+# --------------------------------------------------------------------------- p-models
+class _Trunk:
+    """Maps a batch of image indices to what the nets read: images, or frozen-body features."""
+
+    def __init__(self, images: Tensor, spec: NetSpec, body: Tensor | None):
+        self.spec, self.body = spec, body
+        if spec.head_only:
+            with torch.no_grad():
+                self.data = torch.cat([features(body, x, spec) for x in images.split(2048)])
+        else:
+            self.data = images
+
+    def logits(self, flat: Tensor, index: Tensor) -> Tensor:
+        """Logits ``[T, B, k]`` of nets ``flat [T, P]`` on items ``index [T, B]``."""
+        batch = self.data[index.reshape(-1)].reshape(*index.shape, *self.data.shape[1:])
+        if self.spec.head_only:
+            head = unflatten(flat, self.spec)
+            return torch.baddbmm(head["head.bias"].unsqueeze(1), batch, head["head.weight"].mT)
+        return forward(flat, batch, self.spec)
+
+
+def _mask_padding(logits: Tensor, classes: Tensor) -> Tensor:
+    """Padding slots can never be predicted: their logits become -inf."""
+    return logits.masked_fill((classes < 0).unsqueeze(1), float("-inf"))
+
+
+def _finetune_chunk(
+    init: Tensor,
+    classes: Tensor,
+    task_ids: list,
+    trunk: _Trunk,
+    labels: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> Tensor:
+    """Fine-tune nets ``init [T, P]`` of tasks ``classes [T, k]`` together; return ``[T, P]``."""
+    plans = []
+    for ids, task_id in zip(classes, task_ids, strict=True):
+        index, slots = _slot_index(labels, ids)
+        if len(index) == 0:
+            raise ValueError(f"task {task_id} has no training images")
+        order = _epoch_batches(len(index), steps, batch_size, _generator(seed, "task", task_id))
+        plans.append((index[order], slots[order]))
+    batch_index = torch.stack([plan[0] for plan in plans], dim=1)  # [steps, T, B]
+    batch_slots = torch.stack([plan[1] for plan in plans], dim=1)
+    flat = init.clone().requires_grad_()
+    optimizer = torch.optim.Adam([flat], lr=lr)
+    for step in range(steps):
+        _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 20))
+        logits = _mask_padding(trunk.logits(flat, batch_index[step]), classes)
+        per_task = F.cross_entropy(
+            logits.flatten(0, 1), batch_slots[step].reshape(-1), reduction="none"
+        )
+        loss = per_task.reshape(len(classes), -1).mean(dim=1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return flat.detach()
+
+
+def finetune_pmodels(
+    dataset: dict[str, Tensor],
+    tasks: pd.DataFrame,
+    generic_flat: Tensor,
+    spec: NetSpec,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    chunk: int = 64,
+    threads: int = 1,
+    progress: bool = True,
+) -> tuple[Tensor, pd.DataFrame]:
+    """Fine-tune one p-model per task from the generic model with classifier selection.
+
+    ``dataset`` holds ``train_images``, ``train_labels``, ``test_images`` and ``test_labels``.
+    Each task trains on its classes' training images (labels are slots in prompt order) and is
+    scored on their test images. ``chunk`` tasks train at once. Returns ``params [T, P]``
+    (float32, in the order of ``tasks``) and a table with ``task_id``, ``acc_pmodel``,
+    ``acc_generic`` (classifier selection) and ``seconds_per_model``.
+    """
+    set_threads(threads)
+    spec_all = _spec_of_generic(generic_flat, spec)
+    body = split_body(generic_flat, spec_all)[0] if spec.head_only else None
+    classes = task_classes(tasks, spec.num_classes)
+    task_ids = tasks["task_id"].tolist()
+    trunk = _Trunk(_as_float(dataset.train_images), spec, body)
+    test_images = _as_float(dataset.test_images)
+    params, rows = [], []
+    starts = range(0, len(tasks), chunk)
+    for start in progress_bar(starts, desc="p-models", unit="chunk", disable=not progress):
+        tic = time.perf_counter()
+        ids, tids = classes[start : start + chunk], task_ids[start : start + chunk]
+        if len(ids) == 1:  # two copies take the grouped-convolution path of larger chunks
+            ids, tids = ids.repeat(2, 1), tids * 2
+        init = torch.stack([select_classifier(generic_flat, c, spec_all, spec, seed) for c in ids])
+        tuned = _finetune_chunk(
+            init, ids, tids, trunk, dataset.train_labels,
+            steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+        )  # fmt: skip
+        n = min(chunk, len(tasks) - start)
+        acc_generic = _accuracy(init[:n], ids[:n], test_images, dataset.test_labels, spec, body)
+        acc_pmodel = _accuracy(tuned[:n], ids[:n], test_images, dataset.test_labels, spec, body)
+        seconds = (time.perf_counter() - tic) / n
+        params.append(tuned[:n])
+        for i in range(n):
+            rows.append((tids[i], float(acc_pmodel[i]), float(acc_generic[i]), round(seconds, 4)))
+    meta = pd.DataFrame(rows, columns=["task_id", "acc_pmodel", "acc_generic", "seconds_per_model"])
+    margin = meta["acc_pmodel"] - meta["acc_generic"]
+    log.info(
+        "p-models: %d tasks, accuracy %.3f (classifier selection %.3f), margin %.3f +- %.3f, "
+        "%.2f s per model",
+        len(meta),
+        meta["acc_pmodel"].mean(),
+        meta["acc_generic"].mean(),
+        margin.mean(),
+        margin.std(),
+        meta["seconds_per_model"].mean(),
+    )
+    return torch.cat(params).float(), meta
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def _accuracy(
+    flat: Tensor,
+    classes: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    spec: NetSpec,
+    body: Tensor | None,
+    nets_per_pass: int = 16,
+    images_per_pass: int = 128,
+) -> Tensor:
+    """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``."""
+    plans = [_slot_index(labels, ids) for ids in classes]
+    longest = max(len(index) for index, _ in plans)
+    if min(len(index) for index, _ in plans) == 0:
+        raise ValueError("a task has no test images")
+    # pad every task to the same count by repeating its first item; padded items are not scored
+    index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i, _ in plans])
+    slots = torch.stack([torch.cat([s, s[:1].expand(longest - len(s))]) for _, s in plans])
+    counted = torch.arange(longest) < torch.tensor([len(i) for i, _ in plans]).unsqueeze(1)
+    correct = torch.zeros(len(classes))
+    for t in range(0, len(classes), nets_per_pass):
+        nets = slice(t, t + nets_per_pass)
+        for b in range(0, longest, images_per_pass):
+            items = slice(b, b + images_per_pass)
+            batch = images[index[nets, items].reshape(-1)]
+            batch = batch.reshape(*index[nets, items].shape, *images.shape[1:])
+            logits = _mask_padding(forward(flat[nets], batch, spec, body=body), classes[nets])
+            hits = (logits.argmax(-1) == slots[nets, items]) & counted[nets, items]
+            correct[nets] += hits.sum(dim=1)
+    return correct / counted.sum(dim=1)
+
+
+def evaluate(
+    params: Tensor,
+    tasks: pd.DataFrame,
+    images: Tensor,
+    labels: Tensor,
+    spec: NetSpec,
+    body: Tensor | None = None,
+) -> Tensor:
+    """Accuracy ``[T]`` of nets ``params [T, P]`` on the images of their tasks (batched).
+
+    Labels map to slots in prompt order; padding slots are never predicted. Head-only specs
+    need ``body`` (the generic body vector).
+    """
+    if params.shape != (len(tasks), spec.num_params):
+        raise ValueError(
+            f"params must be [{len(tasks)}, {spec.num_params}] for {len(tasks)} tasks and {spec}, "
+            f"got {tuple(params.shape)}"
+        )
+    classes = task_classes(tasks, spec.num_classes)
+    return _accuracy(params.float(), classes, _as_float(images), labels, spec, body)
