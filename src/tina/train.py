@@ -103,6 +103,10 @@ class ParamCodec:
         return (self.generic.numel() - body) // (self.spec.feature_dim + 1)
 
     # base parameters ---------------------------------------------------------------
+    def body(self) -> Tensor:
+        """The generic body (the frozen feature extractor of head-only nets)."""
+        return split_body(self.generic, self.spec_all)[0]
+
     def generic_rows(self) -> Tensor:
         """``[C, row_len]``: every class's generic head row (weight row then bias)."""
         return self.generic[self.spec_all.head_rows()]
@@ -314,11 +318,11 @@ def _functional_loss(
     classes: Tensor,
     mask: Tensor,
     images: Tensor,
-    labels: Tensor,
     by_class: list[Tensor],
     spec: NetSpec,
     n: int,
     g: torch.Generator,
+    body: Tensor | None,
 ) -> Tensor:
     """Cross-entropy of the decoded nets on ``n`` training images per task."""
     b, k = classes.shape
@@ -331,7 +335,7 @@ def _functional_loss(
             pool = by_class[int(classes[i, s])]
             index[i, j] = pool[torch.randint(len(pool), (1,), generator=g)]
             target[i, j] = s
-    logits = forward(params, images[index], spec)
+    logits = forward(params, images[index], spec, body=body)
     logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
     return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1))
 
@@ -379,6 +383,8 @@ def train_tina(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tina = Tina(ema, codec, schedule, spec, cfg, class_names, known, meta={})
     images_f = _as_float(images) if cfg.functional_weight > 0 else None
+    body = codec.body() if spec.head_only else None
+    body = codec.body() if spec.head_only else None
     by_class = [torch.nonzero(labels == c).squeeze(1) for c in range(len(class_names))]
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
@@ -419,7 +425,7 @@ def train_tina(
         if cfg.functional_weight > 0:
             nets = codec.decode(predicted["x0"], base)
             fn_loss = _functional_loss(
-                nets, classes, mask, images_f, labels, by_class, spec, cfg.functional_images, g
+                nets, classes, mask, images_f, by_class, spec, cfg.functional_images, g, body
             )
             loss = loss + cfg.functional_weight * fn_loss
         for group in opt.param_groups:
@@ -438,13 +444,13 @@ def train_tina(
             history.append(
                 {
                     "step": step + 1,
-                    "loss": float(loss),
-                    "functional_loss": float(fn_loss),
+                    "loss": loss.item(),
+                    "functional_loss": fn_loss.item(),
                     "val_accuracy": acc,
                     "seconds": time.perf_counter() - start,
                 }
             )
-            log.info("step %d loss %.4f val accuracy %.4f", step + 1, float(loss), acc)
+            log.info("step %d loss %.4f val accuracy %.4f", step + 1, loss.item(), acc)
             if acc > best:
                 best, best_state = acc, copy.deepcopy(ema.state_dict())
     ema.load_state_dict(best_state)
@@ -472,7 +478,8 @@ def validate(
     classes = task_classes(tasks, tina.spec.num_classes)
     prompts, mask = task_prompts(classes, class_emb)
     params = tina.generate(prompts, mask, classes, seed=derive_seed(seed, "validate"))
-    return float(evaluate(params, tasks, images, labels, tina.spec).mean())
+    body = tina.codec.body() if tina.spec.head_only else None
+    return float(evaluate(params, tasks, images, labels, tina.spec, body=body).mean())
 
 
 # --------------------------------------------------------------------------- checkpoints
