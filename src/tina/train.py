@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tina.diffusion import Schedule, ddim_sample, ddpm_sample, guided, x0_loss
+from tina.device import MixedPrecision
+from tina.diffusion import Schedule, ddim_sample, ddpm_sample, guided
 from tina.io import load_tensors, progress, save_tensors
 from tina.model import ParamLayout, TinaTransformer
 from tina.nets import NetSpec, forward, split_body
@@ -171,6 +172,17 @@ class ParamCodec:
             std = std.clamp(min=1e-4 + 1e-3 * float(std.median()))
         return cls(spec, mean, std, probe.neutral_row, generic, residual)
 
+    def to(self, device: torch.device | str) -> ParamCodec:
+        """The same code space with its tensors on ``device``."""
+        return ParamCodec(
+            self.spec,
+            self.mean.to(device),
+            self.std.to(device),
+            self.neutral_row.to(device),
+            self.generic.to(device),
+            self.residual,
+        )
+
     def state(self) -> dict[str, Tensor]:
         return {
             "codec.mean": self.mean,
@@ -205,14 +217,21 @@ def sample_codes(
     seed: int = 0,
     guidance: float = 1.0,
 ) -> Tensor:
-    """Sample codes ``[B, P]`` for prompts ``[B, k, D]``; the seed fixes every noise draw."""
+    """Sample codes ``[B, P]`` for prompts ``[B, k, D]``; the seed fixes every noise draw.
+
+    Runs on the model's device (noise drawn on the CPU, so a seed gives the same draws on any
+    device); the codes come back on the CPU.
+    """
     model.eval()
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
+    prompts, mask = prompts.to(device), mask.to(device)
+    base_code = None if base_code is None else base_code.to(device)
     fn = guided(model, guidance, prompts, mask, base_code)
     shape = (prompts.shape[0], model.layout.P)
     if sampler == "ddpm":
-        return ddpm_sample(fn, shape, schedule, generator)
-    return ddim_sample(fn, shape, schedule, steps, generator)
+        return ddpm_sample(fn, shape, schedule, generator, device=device).cpu()
+    return ddim_sample(fn, shape, schedule, steps, generator, device=device).cpu()
 
 
 @dataclass
@@ -337,7 +356,35 @@ def _functional_loss(
             target[i, j] = s
     logits = forward(params, images[index], spec, body=body)
     logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
-    return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1))
+    return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1).to(logits.device))
+
+
+def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g):
+    """One global training batch: augmented tasks, their codes, noise level and noised codes."""
+    idx = torch.randint(len(zoo_params), (cfg.batch_size,), generator=g)
+    spec = codec.spec
+    classes, params, mask, known_slots = _augment(zoo_classes[idx], zoo_params[idx], cfg, spec, g)
+    base = codec.base(classes, known_slots & known[classes.clamp(min=0)])
+    x0 = codec.encode(params, base)
+    t = torch.randint(0, schedule.T, (cfg.batch_size,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    rows = spec.head_rows()
+    weight = torch.ones_like(x0)
+    weight[:, rows.reshape(-1)] = (
+        mask.unsqueeze(-1).expand(-1, -1, rows.shape[1]).reshape(cfg.batch_size, -1).float()
+    )
+    return {
+        "classes": classes,
+        "mask": mask,
+        "base": base,
+        "base_in": base / codec.std if cfg.residual else torch.zeros_like(base),
+        "x0": x0,
+        "t": t,
+        "x_t": schedule.q_sample(x0, t, noise),
+        "prompts": class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1),
+        "drop": torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout,
+        "weight": weight,
+    }
 
 
 def train_tina(
@@ -355,13 +402,27 @@ def train_tina(
     cfg: TinaConfig,
     seed: int,
     class_names: list[str],
+    dist=None,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
 ) -> tuple[Tina, pd.DataFrame]:
     """Train Tina on training p-models ``zoo_params [N, P]`` of tasks ``zoo_classes [N, k]``.
 
     ``class_emb [C, D]`` holds each class's prompt embedding, ``known [C]`` which classes the
     generic model was trained on. Every ``eval_every`` steps the EMA model generates nets for
     ``val_tasks`` and the best validation accuracy picks the returned checkpoint.
+
+    ``dist`` (a :class:`tina.distributed.Distributed`) splits every batch across processes:
+    each rank draws the same global batch, computes its slice, and the gradients are summed, so
+    the result matches one process with the same global batch.
+
+    ``device`` (default the CPU, or ``dist.device``) runs the model; batches are drawn on the
+    CPU and moved, so the random draws do not depend on the device. ``precision`` bf16/fp16
+    autocasts the forward pass on CUDA (fp32 on the CPU). The returned model is on the CPU.
     """
+    is_main = dist is None or dist.rank == 0
+    device = dist.device if dist is not None else torch.device(device or "cpu")
+    amp = MixedPrecision(device, precision)
     g = torch.Generator().manual_seed(derive_seed(seed, "tina-train"))
     codec = ParamCodec.fit(
         zoo_params, zoo_classes, generic, spec, residual=cfg.residual, normalize=cfg.normalize
@@ -378,13 +439,14 @@ def train_tina(
             dropout=cfg.dropout,
             use_base=cfg.residual,
         )
+    model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     schedule = Schedule(cfg.schedule, cfg.timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tina = Tina(ema, codec, schedule, spec, cfg, class_names, known, meta={})
-    images_f = _as_float(images) if cfg.functional_weight > 0 else None
-    body = codec.body() if spec.head_only else None
-    body = codec.body() if spec.head_only else None
+    images_f = _as_float(images).to(device) if cfg.functional_weight > 0 else None
+    body = codec.body().to(device) if spec.head_only else None
+    codec_on_device = codec.to(device)
     by_class = [torch.nonzero(labels == c).squeeze(1) for c in range(len(class_names))]
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
@@ -396,64 +458,63 @@ def train_tina(
     )
 
     history, best, best_state = [], -1.0, None
+    window = []  # training losses since the last evaluation
     start = time.perf_counter()
-    bar = progress(range(cfg.steps), desc="train_tina")
-    for step in bar:
+    rank = dist.shard(cfg.batch_size) if dist is not None else slice(None)
+    for step in progress(range(cfg.steps), desc="train_tina", disable=not is_main):
         model.train()
-        idx = torch.randint(len(zoo_params), (cfg.batch_size,), generator=g)
-        classes, params, mask, known_slots = _augment(
-            zoo_classes[idx], zoo_params[idx], cfg, spec, g
-        )
-        base = codec.base(classes, known_slots & known[classes.clamp(min=0)])
-        x0 = codec.encode(params, base)
-        prompts = class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1)
-        drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
-        base_in = base / codec.std if cfg.residual else None
-        weight = torch.ones_like(x0)
-        rows = spec.head_rows()
-        weight[:, rows.reshape(-1)] = (
-            mask.unsqueeze(-1).expand(-1, -1, rows.shape[1]).reshape(cfg.batch_size, -1).float()
-        )
-        predicted = {}
-
-        def model_fn(x_t, t, prompts=prompts, mask=mask, base_in=base_in, drop=drop, out=predicted):
-            out["x0"] = model(x_t, t, prompts, mask, base_in, drop)
-            return out["x0"]
-
-        loss = x0_loss(model_fn, x0, schedule, g, weight)
+        batch = _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g)
+        local = {name: value[rank].to(device) for name, value in batch.items()}
+        base_in = local["base_in"] if cfg.residual else None
+        with amp.autocast():
+            x0_hat = model(
+                local["x_t"], local["t"], local["prompts"], local["mask"], base_in, local["drop"]
+            )
+        # normalised by the GLOBAL weight, so summing ranks' gradients gives the batch gradient
+        loss = ((x0_hat - local["x0"]) ** 2 * local["weight"]).sum() / batch["weight"].sum()
         fn_loss = torch.zeros(())
         if cfg.functional_weight > 0:
-            nets = codec.decode(predicted["x0"], base)
+            nets = codec_on_device.decode(x0_hat, local["base"])
             fn_loss = _functional_loss(
-                nets, classes, mask, images_f, by_class, spec, cfg.functional_images, g, body
-            )
-            loss = loss + cfg.functional_weight * fn_loss
+                nets, local["classes"], local["mask"], images_f, by_class, spec,
+                cfg.functional_images, g, body,
+            )  # fmt: skip
+            loss = loss + cfg.functional_weight * fn_loss * len(x0_hat) / cfg.batch_size
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        amp.backward(loss)
+        if dist is not None:
+            dist.sum_gradients(model)
+        amp.unscale(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        amp.step(opt)
         with torch.no_grad():
             decay = min(cfg.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
+        window.append(loss.item())
         last = step + 1 == cfg.steps
-        if (step + 1) % cfg.eval_every == 0 or last:
+        if dist is not None and ((step + 1) % cfg.eval_every == 0 or last):
+            loss, fn_loss = dist.all_sum(loss), dist.all_sum(fn_loss) / dist.world  # global batch
+        if is_main and ((step + 1) % cfg.eval_every == 0 or last):
             acc = validate(tina, val_tasks, class_emb, test_images, test_labels, seed)
             history.append(
                 {
                     "step": step + 1,
-                    "loss": loss.item(),
+                    "loss": sum(window) / len(window),
                     "functional_loss": fn_loss.item(),
                     "val_accuracy": acc,
                     "seconds": time.perf_counter() - start,
                 }
             )
-            log.info("step %d loss %.4f val accuracy %.4f", step + 1, loss.item(), acc)
+            log.info("step %d loss %.4f val accuracy %.4f", step + 1, history[-1]["loss"], acc)
+            window = []
             if acc > best:
                 best, best_state = acc, copy.deepcopy(ema.state_dict())
-    ema.load_state_dict(best_state)
+    if best_state is not None:  # ranks other than 0 do not validate
+        ema.load_state_dict(best_state)
+    ema.to("cpu")
     tina.meta = {
         "val_accuracy": best,
         "train_seconds": time.perf_counter() - start,
@@ -537,8 +598,13 @@ def load_tina(path) -> Tina:
 
 
 # --------------------------------------------------------------------------- the stage
-def train_tina_stage(inputs, section: dict, seed: int) -> tuple[Tina, pd.DataFrame]:
-    """Load the zoo, prompts and data named by ``inputs`` and train Tina on the train split."""
+def train_tina_stage(
+    inputs, section: dict, seed: int, *, dist=None, device: torch.device | str | None = None
+) -> tuple[Tina, pd.DataFrame]:
+    """Load the zoo, prompts and data named by ``inputs`` and train Tina on the train split.
+
+    ``dist`` and ``device``: as in :func:`train_tina`; ``section["precision"]`` sets autocast.
+    """
     from tina.data import load_dataset
     from tina.prompts import load_embeddings
     from tina.shards import load_generic, load_zoo
@@ -561,4 +627,5 @@ def train_tina_stage(inputs, section: dict, seed: int) -> tuple[Tina, pd.DataFra
         params, classes, generic.flat, spec, class_emb, known, val_tasks,
         dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
         TinaConfig.from_config(section), seed, dataset.classes["name"].tolist(),
+        dist=dist, device=device, precision=section.get("precision", "fp32"),
     )  # fmt: skip

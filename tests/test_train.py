@@ -1,0 +1,152 @@
+"""Tina training: augmentation keeps prompts and head rows aligned, padding, learning, sampling."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from shapes import NAMES, shape_images
+from tina.nets import NetSpec, forward
+from tina.train import (
+    ParamCodec,
+    TinaConfig,
+    _augment,
+    load_tina,
+    save_tina,
+    task_prompts,
+    train_tina,
+)
+from tina.zoo import evaluate, finetune_pmodels, task_classes, train_generic
+
+K = 4
+SEEN = list(range(9))
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """A tiny real zoo: generic CNN on 9 of 12 shape classes, 24 p-models of 4 seen classes."""
+    images, labels = shape_images(24, seed=0)
+    test_images, test_labels = shape_images(12, seed=1)
+    spec_all = NetSpec("cnn5k", len(NAMES))
+    generic, _ = train_generic(
+        images, labels, SEEN, spec_all, steps=150, lr=0.01, batch_size=64, seed=0,
+        num_classes_total=len(NAMES), progress=False,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    tasks = pd.DataFrame(
+        {
+            "task_id": range(30),
+            "class_ids": [torch.randperm(9, generator=g)[:K].tolist() for _ in range(30)],
+        }
+    )
+    dataset = type("D", (), {})()
+    dataset.train_images, dataset.train_labels = images, labels
+    dataset.test_images, dataset.test_labels = test_images, test_labels
+    spec = NetSpec("cnn5k", K)
+    params, meta = finetune_pmodels(
+        dataset, tasks, generic, spec, steps=40, lr=0.01, batch_size=16, seed=0, progress=False
+    )
+    emb = torch.nn.functional.normalize(torch.randn(len(NAMES), 16, generator=g), dim=1)
+    return {
+        "generic": generic, "spec": spec, "params": params, "tasks": tasks, "emb": emb,
+        "images": images, "labels": labels, "test_images": test_images,
+        "test_labels": test_labels, "meta": meta,
+    }  # fmt: skip
+
+
+def tiny_config(**changes) -> TinaConfig:
+    base = dict(width=32, depth=1, heads=2, chunk_size=64, steps=120, batch_size=16, lr=3e-3,
+                warmup=10, eval_every=60, eval_sampler_steps=4)  # fmt: skip
+    return TinaConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(zoo):
+    train = zoo["tasks"].iloc[:24]
+    val = zoo["tasks"].iloc[24:]
+    known = torch.zeros(len(NAMES), dtype=torch.bool)
+    known[SEEN] = True
+    return train_tina(
+        zoo["params"][:24], task_classes(train, K), zoo["generic"], zoo["spec"], zoo["emb"],
+        known, val, zoo["images"], zoo["labels"], zoo["test_images"], zoo["test_labels"],
+        tiny_config(), seed=0, class_names=NAMES,
+    )  # fmt: skip
+
+
+def test_augmentation_keeps_prompts_and_head_rows_aligned(zoo):
+    """A permuted sample's net makes the same predictions, relabelled by the permutation."""
+    spec, params = zoo["spec"], zoo["params"][:8]
+    classes = task_classes(zoo["tasks"].iloc[:8], K)
+    cfg = tiny_config(slot_dropout=0.0, base_dropout=0.0)
+    new_classes, new_params, mask, _ = _augment(classes, params, cfg, spec, torch.Generator())
+    assert mask.all()
+    images = zoo["test_images"][:20].float().div(127.5).sub(1).expand(8, -1, -1, -1, -1)
+    before = forward(params, images, spec).argmax(-1)  # slot indices
+    after = forward(new_params, images, spec).argmax(-1)
+    # the same class wins, whichever slot it sits in now
+    assert torch.equal(classes.gather(1, before), new_classes.gather(1, after))
+    assert not torch.equal(classes, new_classes)
+
+
+def test_codec_round_trip_and_slot_equivariance(zoo):
+    spec, params = zoo["spec"], zoo["params"]
+    classes = task_classes(zoo["tasks"], K)
+    codec = ParamCodec.fit(params, classes, zoo["generic"], spec, residual=True, normalize=True)
+    known = torch.ones_like(classes, dtype=torch.bool)
+    base = codec.base(classes, known)
+    code = codec.encode(params, base)
+    assert torch.allclose(codec.decode(code, base), params, atol=1e-5)
+    assert abs(float(code.std()) - 1.0) < 0.2  # normalised
+    perm = torch.tensor([2, 0, 3, 1])
+    rows = spec.head_rows()
+    permuted = params.clone()
+    permuted[:, rows.reshape(-1)] = params[:, rows[perm].reshape(-1)]
+    code_p = codec.encode(permuted, codec.base(classes[:, perm], known))
+    assert torch.allclose(code_p[:, rows], code[:, rows][:, perm], atol=1e-5)
+
+
+def test_slot_dropout_pads_tasks(zoo):
+    spec, params = zoo["spec"], zoo["params"]
+    classes = task_classes(zoo["tasks"], K)
+    cfg = tiny_config(slot_dropout=1.0)
+    new_classes, _, mask, _ = _augment(classes, params, cfg, spec, torch.Generator())
+    assert (mask.sum(1) >= 2).all() and (mask.sum(1) < K).any()
+    assert torch.equal(new_classes < 0, ~mask)
+
+
+def test_training_loss_falls_and_generated_nets_beat_chance(zoo, trained):
+    tina, history = trained
+    assert list(history["step"]) == [60, 120]
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    test = zoo["tasks"].iloc[24:]
+    classes = task_classes(test, K)
+    prompts, mask = task_prompts(classes, zoo["emb"])
+    params = tina.generate(prompts, mask, classes, seed=3)
+    acc = evaluate(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
+    assert float(acc.mean()) > 1 / K + 0.25, acc
+
+
+def test_padding_for_fewer_classes(zoo, trained):
+    tina, _ = trained
+    test = pd.DataFrame({"task_id": [0, 1], "class_ids": [[0, 4], [8, 2, 6]]})
+    classes = task_classes(test, K)
+    prompts, mask = task_prompts(classes, zoo["emb"])
+    params = tina.generate(prompts, mask, classes, seed=0)
+    rows = zoo["spec"].head_rows()
+    assert torch.count_nonzero(params[0, rows[2:]]) == 0
+    assert torch.count_nonzero(params[1, rows[3:]]) == 0
+    acc = evaluate(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
+    assert (acc > torch.tensor([0.5, 1 / 3])).all(), acc
+
+
+def test_same_seed_same_nets_and_checkpoint_round_trip(zoo, trained, tmp_path):
+    tina, _ = trained
+    classes = task_classes(zoo["tasks"].iloc[24:], K)
+    prompts, mask = task_prompts(classes, zoo["emb"])
+    a = tina.generate(prompts, mask, classes, seed=5)
+    assert torch.equal(a, tina.generate(prompts, mask, classes, seed=5))
+    assert not torch.equal(a, tina.generate(prompts, mask, classes, seed=6))
+    save_tina(tina, tmp_path / "tina.safetensors")
+    again = load_tina(tmp_path / "tina.safetensors")
+    assert torch.equal(a, again.generate(prompts, mask, classes, seed=5))
