@@ -7,10 +7,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/zoo.smk"
 include: "rules/tina.smk"
+include: "rules/evaluate.smk"
+include: "rules/figures.smk"
 
 
 rule all:

@@ -28,6 +28,73 @@ def zoo_shards():
     return expand(f"{RESULTS}/zoo/shard-{{shard}}.safetensors", shard=range(config["zoo"]["shards"]))
 
 
+# Experiments with one records file each, eval/<experiment>.csv (see tina.evaluate).
+EVAL_EXPERIMENTS = ["names", "descriptions", "image_prompts", "kway", "unseen", "order", "sampler"]
+# Scaling curves: point kind -> the config key listing its values.
+SCALING_KEYS = {"tasks": "tasks", "width": "widths", "net": "nets"}
+
+
+def scaling_records(kind):
+    """Records file of every point of one scaling curve (none when its list is empty)."""
+    values = config["scaling"][SCALING_KEYS[kind]]
+    return expand(f"{RESULTS}/eval/scaling/{kind}-{{value}}.csv", value=values)
+
+
+def eval_records():
+    """Records file of every evaluation experiment and scaling point."""
+    files = [f"{RESULTS}/eval/{experiment}.csv" for experiment in EVAL_EXPERIMENTS]
+    return files + [f for kind in SCALING_KEYS for f in scaling_records(kind)]
+
+
+def report_experiments():
+    """Every experiment that gets a table and a figure."""
+    scaling = [f"scaling_{kind}" for kind in SCALING_KEYS if scaling_records(kind)]
+    return EVAL_EXPERIMENTS + scaling + ["novelty"]
+
+
+def experiment_records(wildcards):
+    """Records file(s) of one reported experiment."""
+    if wildcards.experiment.startswith("scaling_"):
+        return scaling_records(wildcards.experiment.removeprefix("scaling_"))
+    return [f"{RESULTS}/eval/{wildcards.experiment}.csv"]
+
+
+def report_outputs():
+    """Tables, figures, summary and Markdown digest of the run."""
+    experiments = report_experiments()
+    tables = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=experiments, ext=["csv", "md"])
+    figures = expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=experiments, ext=["png", "svg"])
+    return [*tables, *figures, f"{RESULTS}/summary.json", f"{RESULTS}/results.md"]
+
+
+# Report category of each experiment's table and figure.
+REPORT_CATEGORIES = {
+    "names": "1. Class-name prompts",
+    "descriptions": "2. Description prompts",
+    "image_prompts": "3. Image prompts",
+    "kway": "4. Fewer classes (k-way)",
+    "unseen": "5. Unseen classes",
+    "order": "6. Class order",
+    "sampler": "7. Sampler",
+    "scaling_tasks": "8. Scaling",
+    "scaling_width": "8. Scaling",
+    "scaling_net": "8. Scaling",
+    "novelty": "9. Novelty",
+}
+
+
+def experiment_category(wildcards):
+    """Report category of one experiment's outputs."""
+    return REPORT_CATEGORIES.get(wildcards.experiment, wildcards.experiment)
+
+
+def experiment_caption(wildcards):
+    """Caption text of one experiment's figure: report/<experiment>.rst (scaling shares one)."""
+    name = "scaling" if wildcards.experiment.startswith("scaling_") else wildcards.experiment
+    with open(os.path.join(workflow.basedir, "report", f"{name}.rst")) as caption:
+        return caption.read()
+
+
 def all_targets():
     """Every final output of the stages that exist."""
     return [
@@ -36,4 +103,5 @@ def all_targets():
         *zoo_shards(),
         f"{RESULTS}/prompts/image_projection.safetensors",
         f"{RESULTS}/tina/model.safetensors",
+        *report_outputs(),
     ]

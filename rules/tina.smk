@@ -75,11 +75,12 @@ rule train_tina:
         seed=config["seed"],
         encoder=config["encoder"],
         image_size=config["data"]["image_size"],
+        device=config["device"],
     threads: 2
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=1,
+        gpu=config["tina"]["devices"],
     conda:
         ENV
     message:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-
 from shapes import NAMES, shape_images
+
 from tina.nets import NetSpec, forward
 from tina.train import (
     ParamCodec,

@@ -1,11 +1,29 @@
-"""Rule train_tina: train the diffusion transformer on the training p-models."""
+"""Rule train_tina: train the diffusion transformer on the training p-models.
 
+One process by default; with tina.devices > 1 (or a job given several GPUs) the training runs
+data-parallel on that many processes through torchrun (tina.distributed), rank 0 writing.
+"""
+
+from tina.device import pick_device
+from tina.distributed import launch, process_count
 from tina.io import run_step, write_csv
 from tina.train import save_tina, train_tina_stage
 
 
 def main(snakemake):
-    tina, history = train_tina_stage(snakemake.input, snakemake.params.tina, snakemake.params.seed)
+    params = snakemake.params
+    processes = process_count(params.tina["devices"], getattr(snakemake.resources, "gpu", 0))
+    if processes > 1:
+        job = {
+            "inputs": dict(snakemake.input.items()),
+            "outputs": {"model": snakemake.output.model, "history": snakemake.output.history},
+            "tina": params.tina, "seed": params.seed, "device": params.device,
+            "threads": max(1, snakemake.threads // processes),
+        }  # fmt: skip
+        launch(job, processes)
+        return
+    device = pick_device(params.device)
+    tina, history = train_tina_stage(snakemake.input, params.tina, params.seed, device=device)
     save_tina(tina, snakemake.output.model)
     write_csv(snakemake.output.history, history)
 

@@ -493,10 +493,10 @@ def train_tina(
             decay = min(cfg.ema, (1 + step) / (10 + step))
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
+        if dist is not None:  # the global batch's losses, for the log
+            loss, fn_loss = dist.all_sum(loss), dist.all_sum(fn_loss) / dist.world
         window.append(loss.item())
         last = step + 1 == cfg.steps
-        if dist is not None and ((step + 1) % cfg.eval_every == 0 or last):
-            loss, fn_loss = dist.all_sum(loss), dist.all_sum(fn_loss) / dist.world  # global batch
         if is_main and ((step + 1) % cfg.eval_every == 0 or last):
             acc = validate(tina, val_tasks, class_emb, test_images, test_labels, seed)
             history.append(

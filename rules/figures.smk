@@ -1,0 +1,79 @@
+# Reporting: a table and a figure per experiment, then the run's summary and Markdown digest.
+# Figures, tables and the summary are flagged for `snakemake --report report.html`.
+
+
+rule make_tables:
+    input:
+        records=experiment_records,
+    output:
+        table=report(
+            f"{RESULTS}/tables/{{experiment}}.csv",
+            caption="../report/tables.rst",
+            category=experiment_category,
+        ),
+        markdown=f"{RESULTS}/tables/{{experiment}}.md",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}.png",
+            caption="../report/experiment.rst",
+            category=experiment_category,
+        ),
+        svg=f"{RESULTS}/figures/{{experiment}}.svg",
+    log:
+        f"{RESULTS}/logs/make_tables/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_tables/{{experiment}}.tsv"
+    wildcard_constraints:
+        experiment="|".join(report_experiments()),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        caption=experiment_caption,
+    message:
+        "Tabulating and plotting experiment {wildcards.experiment}"
+    script:
+        "../src/scripts/make_tables.py"
+
+
+rule make_summary:
+    input:
+        records=eval_records(),
+        novelty=rules.evaluate_novelty.output.records,
+        tables=expand(f"{RESULTS}/tables/{{experiment}}.csv", experiment=report_experiments()),
+    output:
+        summary=report(
+            f"{RESULTS}/summary.json", caption="../report/summary.rst", category="Summary"
+        ),
+        results=f"{RESULTS}/results.md",
+        performance=report(
+            f"{RESULTS}/tables/performance.csv",
+            caption="../report/performance.rst",
+            category="Performance",
+        ),
+        performance_md=f"{RESULTS}/tables/performance.md",
+        stages=report(
+            f"{RESULTS}/tables/stages.csv",
+            caption="../report/performance.rst",
+            category="Performance",
+        ),
+        stages_md=f"{RESULTS}/tables/stages.md",
+    log:
+        f"{RESULTS}/logs/make_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_summary/job.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        run=config["run"],
+        benchmarks=f"{RESULTS}/benchmarks",
+    message:
+        "Summarising run {params.run}: summary.json, performance and results.md"
+    script:
+        "../src/scripts/make_summary.py"

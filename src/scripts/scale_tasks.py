@@ -1,0 +1,17 @@
+"""Rule scale_tasks: Tina retrained on a nested subset of the training p-models."""
+
+from tina.io import run_step, write_csv
+from tina.scaling import load_run_data, scale_tasks
+
+
+def main(snakemake):
+    params = snakemake.params
+    records = scale_tasks(
+        load_run_data(snakemake.input), int(snakemake.wildcards.n),
+        tina=params.tina, scaling=params.scaling, evaluate=params.evaluate, seed=params.seed,
+        device=params.device,
+    )  # fmt: skip
+    write_csv(snakemake.output.records, records)
+
+
+run_step(snakemake, main, snakemake)  # noqa: F821 (injected by Snakemake)
