@@ -18,6 +18,15 @@ except (ConfigError, FileNotFoundError) as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = f"results/{config['run']}"
+
+
+def gpus(n):
+    """GPUs a job that can use them asks for: n, or 0 when the config pins the CPU.
+
+    Locally, profiles/default runs one GPU job at a time; on SLURM these jobs go to the GPU
+    partition. `device: cpu` drops the requests, so a CPU-only machine runs them in parallel."""
+    return 0 if config["device"] == "cpu" else n
+
 ENV = "../envs/tina.yaml"
 # Text embeddings are cached by content across runs (a text is never encoded twice).
 EMBEDDING_CACHE = "results/cache/embeddings"

@@ -291,7 +291,7 @@ rule scale_tasks:
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=1,
+        gpu=gpus(1),
         runtime=60,
     params:
         evaluate=config["evaluate"],
@@ -327,7 +327,7 @@ rule scale_width:
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=1,
+        gpu=gpus(1),
         runtime=60,
     params:
         evaluate=config["evaluate"],
@@ -361,7 +361,7 @@ rule scale_net:
     threads: 1
     resources:
         mem_mb=4000,
-        gpu=1,
+        gpu=gpus(1),
         runtime=90,
     params:
         evaluate=config["evaluate"],

@@ -2,6 +2,12 @@
 # Figures, tables and the summary are flagged for `snakemake --report report.html`.
 
 
+# Cheap steps run on the submit host, not as cluster jobs.
+localrules:
+    make_tables,
+    make_summary,
+
+
 rule make_tables:
     input:
         records=experiment_records,

@@ -17,7 +17,6 @@ rule embed_prompts:
     resources:
         mem_mb=3000,
         runtime=20,
-        gpu=1,
     conda:
         ENV
     message:
@@ -76,11 +75,11 @@ rule train_tina:
         encoder=config["encoder"],
         image_size=config["data"]["image_size"],
         device=config["device"],
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=120,
-        gpu=config["tina"]["devices"],
+        gpu=gpus(config["tina"]["devices"]),
     conda:
         ENV
     message:

@@ -21,7 +21,6 @@ rule train_generic:
     resources:
         mem_mb=4000,
         runtime=60,
-        gpu=1,
     conda:
         ENV
     message:
@@ -54,7 +53,6 @@ rule finetune_pmodels:
     resources:
         mem_mb=3000,
         runtime=60,
-        gpu=1,
     conda:
         ENV
     message:

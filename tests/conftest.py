@@ -1,5 +1,6 @@
 """Shared test setup: one torch thread per test process (2-core CI machines run tests fast that
-way), and the package importable from the checkout."""
+way), the package importable from the checkout, and one uninterrupted run of the tiny workflow
+shared by the workflow tests."""
 
 import sys
 from pathlib import Path
@@ -18,3 +19,16 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A copy of the repository where `snakemake all` ran config/test.yaml to the end, once per
+    test session; results under ``results/test``, Snakemake's output in ``snakemake.out``."""
+    from workflow import copy_repo, run_snakemake, tail, tiny_args
+
+    repo = copy_repo(tmp_path_factory.mktemp("tiny_run"))
+    code, output = run_snakemake(repo, *tiny_args())
+    if code != 0:
+        pytest.fail(f"the tiny workflow failed (exit {code}):\n{tail(output)}", pytrace=False)
+    return repo

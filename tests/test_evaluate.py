@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -40,7 +38,6 @@ from tina.report import RECORD_COLUMNS, check_records, make_tables
 from tina.shards import Zoo
 from tina.zoo import select_classifier
 
-ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES, K = 6, 3
 
 
@@ -284,29 +281,12 @@ def test_eval_config_reads_lists_as_tuples():
 
 
 # --------------------------------------------------------------------------- workflow
-COPIED = ("Snakefile", "rules", "src", "config", "envs", "profiles", "report", "pyproject.toml")
-
-
 @pytest.mark.workflow
 @pytest.mark.slow
-def test_workflow_tiny_all(tmp_path):
+def test_workflow_tiny_all(tiny_run):
     """The tiny config runs to `all` in a copy of the repository; the report builds."""
-    for name in COPIED:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, tmp_path / name)
     snakemake = [sys.executable, "-m", "snakemake"]
-    run = subprocess.run(
-        [*snakemake, "all", "--cores", "2", "--configfile", "config/test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    results = tmp_path / "results" / "test"
+    results = tiny_run / "results" / "test"
     summary = json.loads((results / "summary.json").read_text())
     for split in ("test_id", "test_ood"):
         for key in ("tina", "pmodel", "generic_selection", "retrieval", "hypernetwork", "chance"):
@@ -329,11 +309,11 @@ def test_workflow_tiny_all(tmp_path):
     assert "## Main result" in digest and "| Tina |" in digest
     report = subprocess.run(
         [*snakemake, "--report", "report.html", "all", "--configfile", "config/test.yaml"],
-        cwd=tmp_path,
+        cwd=tiny_run,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert report.returncode == 0, report.stderr[-4000:]
-    html = (tmp_path / "report.html").read_text()
+    html = (tiny_run / "report.html").read_text()
     assert "Accuracy of models generated from prompts" in html  # report/names.rst as caption

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def _run_helper(script: str, state_dir: Path, timeout_s: int) -> subprocess.Comp
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Start the one-node cluster; yield its state folder (logs, pids); stop it by pid."""
     if os.geteuid() != 0:
         pytest.skip(
@@ -172,6 +173,7 @@ def _assert_partition_fits(job: dict[str, str]) -> None:
 
 
 def _key_values(path: Path) -> dict[str, str]:
+    """A file of key=value lines as a dict."""
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 

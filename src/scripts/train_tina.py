@@ -12,18 +12,21 @@ from tina.train import save_tina, train_tina_stage
 
 def main(snakemake):
     params = snakemake.params
+    # what `tina generate` needs to encode new prompts and read images like the training data
+    meta = {"encoder": params.encoder, "image_size": params.image_size}
     processes = process_count(params.tina["devices"], getattr(snakemake.resources, "gpu", 0))
     if processes > 1:
         job = {
             "inputs": dict(snakemake.input.items()),
             "outputs": {"model": snakemake.output.model, "history": snakemake.output.history},
             "tina": params.tina, "seed": params.seed, "device": params.device,
-            "threads": max(1, snakemake.threads // processes),
+            "threads": max(1, snakemake.threads // processes), "meta": meta,
         }  # fmt: skip
         launch(job, processes)
         return
     device = pick_device(params.device)
     tina, history = train_tina_stage(snakemake.input, params.tina, params.seed, device=device)
+    tina.meta.update(meta)
     save_tina(tina, snakemake.output.model)
     write_csv(snakemake.output.history, history)
 

@@ -183,7 +183,8 @@ def run_job(job: dict, dist: Distributed) -> None:
     """Train Tina as one rank of ``dist``; rank 0 writes the checkpoint and history.
 
     ``job``: ``inputs`` (the train_tina rule's input paths by name), ``outputs`` (``model``,
-    ``history``), ``tina`` (the config section), ``seed``, ``threads`` (per process).
+    ``history``), ``tina`` (the config section), ``seed``, ``threads`` (per process) and
+    ``meta`` (entries for the checkpoint's metadata).
     """
     from tina.io import set_threads, write_csv
     from tina.train import save_tina, train_tina_stage
@@ -191,6 +192,7 @@ def run_job(job: dict, dist: Distributed) -> None:
     set_threads(job.get("threads", 1))
     inputs = types.SimpleNamespace(**job["inputs"])
     tina, history = train_tina_stage(inputs, job["tina"], job["seed"], dist=dist)
+    tina.meta.update(job.get("meta", {}))
     if dist.is_main:
         save_tina(tina, job["outputs"]["model"])
         write_csv(job["outputs"]["history"], history)

@@ -11,9 +11,11 @@ as a flat body vector.
 
 :func:`forward` runs ``T`` nets at once on ``T`` batches of images as one grouped convolution
 (``groups=T``, channels-last), which keeps a CPU core busy where one tiny net would leave it
-idle. In channels-last layout oneDNN computes every group with the same kernel whatever the
-number of groups, so for ``T >= 2`` a net's outputs and gradients are bit-identical whichever
-other nets share its batch (``T = 1`` takes another code path; see :func:`forward`).
+idle (about 1.8x less CPU time per net than one plain module at a time; ``torch.vmap`` over
+the nets was slower than either). In channels-last layout oneDNN computes every group with the
+same kernel whatever the number of groups, so on one thread and for ``T >= 2`` a net's outputs
+and gradients are bit-identical whichever other nets share its batch (``T = 1`` takes another
+code path; on several threads, odd and even ``T`` split the work differently).
 """
 
 from __future__ import annotations
@@ -232,8 +234,8 @@ def forward(flat: Tensor, images: Tensor, spec: NetSpec, body: Tensor | None = N
     """Logits ``[T, B, k]`` of ``T`` nets ``flat [T, P]`` on their images ``[T, B, 3, H, W]``.
 
     Full nets run as grouped convolutions. Head-only nets need ``body`` (a flat body vector
-    ``[P_body]``), which is applied once to all ``T * B`` images. Outputs and gradients of one
-    net do not depend on the other nets for ``T >= 2``; ``T = 1`` may differ in the last bits.
+    ``[P_body]``), which is applied once to all ``T * B`` images. On one thread, outputs and
+    gradients of one net do not depend on the other nets for ``T >= 2`` (module docstring).
     """
     if flat.ndim != 2 or images.ndim != 5 or images.shape[0] != flat.shape[0]:
         raise ValueError(

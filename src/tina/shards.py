@@ -70,6 +70,7 @@ def train_generic_model(
         num_classes_total=n,
         test_images=dataset.test_images,
         test_labels=dataset.test_labels,
+        augment_mode=section["augment"],
     )
     trained = torch.zeros(n, dtype=torch.bool)
     trained[torch.as_tensor(classes.to_numpy())] = True
@@ -125,6 +126,7 @@ def finetune_shard(
         seed=seed,
         chunk=zoo["chunk"],
         threads=threads,
+        augment_mode=zoo["augment"],
     )
     info = mine[["task_id", "split", "k", "n_unseen", "group", "class_ids"]].reset_index(drop=True)
     meta = info.merge(meta, on="task_id", how="left", validate="one_to_one")

@@ -18,6 +18,7 @@ Checkpoints are selected by the accuracy of generated models on validation tasks
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -169,7 +170,8 @@ class ParamCodec:
             head = resid[:, rows]  # [N, k, row_len]
             mean[rows] = head.mean((0, 1)).expand(rows.shape)
             std[rows] = head.std((0, 1)).expand(rows.shape)
-            std = std.clamp(min=1e-4 + 1e-3 * float(std.median()))
+            # a floor keeps dead units (near-constant parameters) from blowing up the code
+            std = std.clamp(min=0.1 * float(std.median()))
         return cls(spec, mean, std, probe.neutral_row, generic, residual)
 
     def to(self, device: torch.device | str) -> ParamCodec:
@@ -337,26 +339,37 @@ def _functional_loss(
     classes: Tensor,
     mask: Tensor,
     images: Tensor,
-    by_class: list[Tensor],
+    by_class: Tensor,
     spec: NetSpec,
     n: int,
     g: torch.Generator,
     body: Tensor | None,
 ) -> Tensor:
-    """Cross-entropy of the decoded nets on ``n`` training images per task."""
+    """Cross-entropy of the decoded nets on ``n`` training images per task.
+
+    ``by_class [C, m]`` lists each class's training image indices (see :func:`_class_index`).
+    """
     b, k = classes.shape
-    index = torch.zeros(b, n, dtype=torch.long)
-    target = torch.zeros(b, n, dtype=torch.long)
-    for i in range(b):
-        slots = mask[i].nonzero().squeeze(1)
-        pick = slots[torch.randint(len(slots), (n,), generator=g)]
-        for j, s in enumerate(pick.tolist()):
-            pool = by_class[int(classes[i, s])]
-            index[i, j] = pool[torch.randint(len(pool), (1,), generator=g)]
-            target[i, j] = s
+    weights = mask.float()
+    target = torch.multinomial(weights, n, replacement=True, generator=g)  # slots [b, n]
+    cls = classes.gather(1, target)
+    pick = (torch.rand(b, n, generator=g) * by_class.shape[1]).long()
+    index = by_class[cls, pick]
     logits = forward(params, images[index], spec, body=body)
-    logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    logits = logits.masked_fill(~mask.to(logits.device).unsqueeze(1), float("-inf"))
     return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1).to(logits.device))
+
+
+def _class_index(labels: Tensor, n_classes: int) -> Tensor:
+    """``[C, m]`` training image indices per class (cycled to the largest class's count)."""
+    pools = [torch.nonzero(labels == c).squeeze(1) for c in range(n_classes)]
+    m = max(len(p) for p in pools)
+    return torch.stack(
+        [
+            p.repeat(m // max(len(p), 1) + 1)[:m] if len(p) else torch.zeros(m, dtype=torch.long)
+            for p in pools
+        ]
+    )
 
 
 def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g):
@@ -447,7 +460,7 @@ def train_tina(
     images_f = _as_float(images).to(device) if cfg.functional_weight > 0 else None
     body = codec.body().to(device) if spec.head_only else None
     codec_on_device = codec.to(device)
-    by_class = [torch.nonzero(labels == c).squeeze(1) for c in range(len(class_names))]
+    by_class = _class_index(labels, len(class_names)) if cfg.functional_weight > 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "Tina: %d parameters, %d training p-models of %d parameters, %d steps",
@@ -544,7 +557,18 @@ def validate(
 
 
 # --------------------------------------------------------------------------- checkpoints
+def tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """sha256 of tensors' names, dtypes, shapes and bytes, in name order (device independent)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        value = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{value.dtype}\0{list(value.shape)}\0".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_tina(tina: Tina, path) -> None:
+    """Write a Tina checkpoint; its metadata records the sha256 of the tensors it holds."""
     tensors = {f"model.{k}": v for k, v in tina.model.state_dict().items()}
     tensors.update(tina.codec.state())
     tensors["known"] = tina.known.to(torch.uint8)
@@ -554,16 +578,23 @@ def save_tina(tina: Tina, path) -> None:
         "prompt_dim": str(tina.model.prompt_dim),
         "class_names": json.dumps(tina.class_names),
         "meta": json.dumps(tina.meta),
+        "tensors_sha256": tensors_sha256(tensors),
     }
     save_tensors(path, tensors, metadata=meta)
 
 
 def load_tina(path) -> Tina:
+    """Read a checkpoint written by :func:`save_tina`; a file whose tensors do not match their
+    recorded sha256 (flipped bits, a tampered file) raises ValueError. Checkpoints from before
+    the hash was recorded load unchecked."""
     from safetensors import safe_open
 
     tensors = load_tensors(path)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
+    recorded = meta.get("tensors_sha256")
+    if recorded is not None and recorded != tensors_sha256(tensors):
+        raise ValueError(f"{path}: its tensors do not match their recorded sha256")
     try:
         cfg = TinaConfig(**json.loads(meta["config"]))
         spec = NetSpec.from_json(meta["spec"])

@@ -5,11 +5,13 @@ The *generic* model is one net with a head over all classes, trained on the seen
 classes in prompt order. A *p-model* is that net fine-tuned on the task's training images.
 
 Many p-models train at once as one batched computation: their flat parameters are stacked into
-``[T, P]`` and run as grouped convolutions (:func:`tina.nets.forward`), which on a CPU is several
-times faster per model than training them one by one. Each task's mini-batches come from a
-generator seeded by ``(seed, task_id)`` and the loss is a sum of per-task losses, so a task's
-p-model does not depend on which other tasks share its chunk: it is bit-identical on the same
-CPU and thread count (a chunk of one is run as two copies, to take the grouped code path).
+``[T, P]`` and run as grouped convolutions (:func:`tina.nets.forward`), about 1.8x less CPU time
+per model than training them one by one (chunks of 4 to 16 are fastest). Each task's
+mini-batches and augmentations come from a generator seeded by ``(seed, task_id)``, the loss is
+a sum of per-task losses and Adam works elementwise, so on one thread a task's p-model is
+bit-identical whichever tasks share its chunk or shard (a chunk of one runs as two copies, to
+take the grouped code path). On several threads the result is reproducible for the same chunk
+composition only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tina.data import to_float
+from tina.data import Dataset, to_float
 from tina.io import progress as progress_bar
 from tina.io import set_threads
 from tina.nets import NetSpec, features, forward, init_head_rows, init_params, split_body, unflatten
@@ -34,6 +36,13 @@ log = logging.getLogger("tina.zoo")
 
 PAD = -1
 """Class id of an empty slot in a task with fewer than k classes."""
+
+AUGMENTS = ("none", "geometric", "color")
+"""On-the-fly augmentation of training batches: ``geometric`` shifts images by up to
+``MAX_SHIFT`` pixels (edges replicated) and mirrors half of them; ``color`` also puts the RGB
+channels in a random order (the data set's glyphs already come in many hues)."""
+MAX_SHIFT = 2
+_CHANNEL_ORDERS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
 
 
 def derive_seed(*parts) -> int:
@@ -61,6 +70,8 @@ def task_classes(tasks: pd.DataFrame, k: int) -> Tensor:
         ids = [int(c) for c in (value.split() if isinstance(value, str) else value)]
         if not 1 <= len(ids) <= k:
             raise ValueError(f"a task has {len(ids)} classes; tasks need 1..{k} (k of the net)")
+        if len(set(ids)) < len(ids) or min(ids) < 0:
+            raise ValueError(f"task classes {ids} repeat a class or hold a negative id")
         rows.append(ids + [PAD] * (k - len(ids)))
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
 
@@ -82,6 +93,36 @@ def _epoch_batches(n: int, steps: int, batch_size: int, generator: torch.Generat
     epochs = math.ceil(steps * batch_size / n)
     order = torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
     return order[: steps * batch_size].reshape(steps, batch_size)
+
+
+def draw_augment(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """Random draws ``[*shape, 4]`` for :func:`augment`: row and column shift, mirror flag and
+    channel order of each image (all drawn whatever the mode, so modes share one stream)."""
+    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (*shape, 2), generator=generator)
+    flips = torch.randint(0, 2, (*shape, 1), generator=generator)
+    orders = torch.randint(0, len(_CHANNEL_ORDERS), (*shape, 1), generator=generator)
+    return torch.cat([shifts, flips, orders], dim=-1)
+
+
+def augment(images: Tensor, draws: Tensor, mode: str) -> Tensor:
+    """Augment ``images [N, 3, H, W]`` with ``draws [N, 4]`` (:func:`draw_augment`) in ``mode``.
+
+    The result is channels-last in memory, the layout the nets' convolutions use.
+    """
+    if mode not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, not {mode!r}")
+    if mode == "none":
+        return images
+    n, _, height, width = images.shape
+    padded = F.pad(images, (MAX_SHIFT,) * 4, mode="replicate")
+    rows = (MAX_SHIFT + draws[:, :1]) + torch.arange(height)
+    cols = (MAX_SHIFT + draws[:, 1:2]) + torch.arange(width)
+    cols = torch.where(draws[:, 2:3].bool(), cols.flip(1), cols)
+    picked = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    if mode == "color":
+        order = _CHANNEL_ORDERS[draws[:, 3]][:, None, None, :].expand_as(picked)
+        picked = torch.gather(picked, -1, order)
+    return picked.permute(0, 3, 1, 2)
 
 
 def _slot_index(labels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,6 +160,7 @@ def train_generic(
     test_images: Tensor | None = None,
     test_labels: Tensor | None = None,
     progress: bool = True,
+    augment_mode: str = "none",
 ) -> tuple[Tensor, dict]:
     """Train the generic net on the images of ``class_ids``; return ``(flat [P_all], log)``.
 
@@ -139,12 +181,15 @@ def train_generic(
     x_train = _as_float(images[index])
     flat = init_params(spec_all, _generator(seed, "generic-init")).requires_grad_()
     optimizer = torch.optim.Adam([flat], lr=lr)
-    batches = _epoch_batches(len(index), steps, batch_size, _generator(seed, "generic-batches"))
+    generator = _generator(seed, "generic-batches")
+    batches = _epoch_batches(len(index), steps, batch_size, generator)
+    draws = draw_augment(batches.shape, generator)
     losses, start = [], time.perf_counter()
     for step in progress_bar(range(steps), desc="generic", disable=not progress):
         _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 50))
         batch = batches[step]
-        logits = forward(flat.unsqueeze(0), x_train[batch].unsqueeze(0), spec_all)[0]
+        x = augment(x_train[batch], draws[step], augment_mode)
+        logits = forward(flat.unsqueeze(0), x.unsqueeze(0), spec_all)[0]
         loss = F.cross_entropy(logits[:, classes], slots[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,7 +206,7 @@ def train_generic(
         "lr": lr,
         "batch_size": batch_size,
         "num_classes": len(classes),
-        "loss_curve": [round(float(c.mean()), 4) for c in curve.split(max(1, steps // 20))],
+        "loss_curve": [round(float(c.mean()), 4) for c in curve.tensor_split(min(20, steps))],
         "plateau": round(float((before - last) / before), 4) if steps >= 20 else None,
         "train_acc": _generic_accuracy(flat, x_train, slots, classes, spec_all),
     }
@@ -229,20 +274,23 @@ class _Trunk:
     """Maps a batch of image indices to what the nets read: images, or frozen-body features."""
 
     def __init__(self, images: Tensor, spec: NetSpec, body: Tensor | None):
-        self.spec, self.body = spec, body
+        self.spec = spec
         if spec.head_only:
             with torch.no_grad():
                 self.data = torch.cat([features(body, x, spec) for x in images.split(2048)])
         else:
             self.data = images
 
-    def logits(self, flat: Tensor, index: Tensor) -> Tensor:
-        """Logits ``[T, B, k]`` of nets ``flat [T, P]`` on items ``index [T, B]``."""
-        batch = self.data[index.reshape(-1)].reshape(*index.shape, *self.data.shape[1:])
+    def logits(self, flat: Tensor, index: Tensor, draws: Tensor, mode: str) -> Tensor:
+        """Logits ``[T, B, k]`` of nets ``flat [T, P]`` on items ``index [T, B]``, augmented by
+        ``draws [T, B, 4]`` (full nets only: frozen features are computed once, unaugmented)."""
+        batch = self.data[index.reshape(-1)]
         if self.spec.head_only:
             head = unflatten(flat, self.spec)
+            batch = batch.reshape(*index.shape, -1)
             return torch.baddbmm(head["head.bias"].unsqueeze(1), batch, head["head.weight"].mT)
-        return forward(flat, batch, self.spec)
+        batch = augment(batch, draws.reshape(-1, 4), mode)
+        return forward(flat, batch.reshape(*index.shape, *batch.shape[1:]), self.spec)
 
 
 def _mask_padding(logits: Tensor, classes: Tensor) -> Tensor:
@@ -261,6 +309,7 @@ def _finetune_chunk(
     lr: float,
     batch_size: int,
     seed: int,
+    augment_mode: str,
 ) -> Tensor:
     """Fine-tune nets ``init [T, P]`` of tasks ``classes [T, k]`` together; return ``[T, P]``."""
     plans = []
@@ -268,15 +317,18 @@ def _finetune_chunk(
         index, slots = _slot_index(labels, ids)
         if len(index) == 0:
             raise ValueError(f"task {task_id} has no training images")
-        order = _epoch_batches(len(index), steps, batch_size, _generator(seed, "task", task_id))
-        plans.append((index[order], slots[order]))
-    batch_index = torch.stack([plan[0] for plan in plans], dim=1)  # [steps, T, B]
-    batch_slots = torch.stack([plan[1] for plan in plans], dim=1)
+        generator = _generator(seed, "task", task_id)
+        order = _epoch_batches(len(index), steps, batch_size, generator)
+        plans.append((index[order], slots[order], draw_augment(order.shape, generator)))
+    batch_index, batch_slots, batch_draws = (
+        torch.stack(p, dim=1) for p in zip(*plans, strict=True)
+    )
     flat = init.clone().requires_grad_()
     optimizer = torch.optim.Adam([flat], lr=lr)
     for step in range(steps):
         _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 20))
-        logits = _mask_padding(trunk.logits(flat, batch_index[step]), classes)
+        logits = trunk.logits(flat, batch_index[step], batch_draws[step], augment_mode)
+        logits = _mask_padding(logits, classes)
         per_task = F.cross_entropy(
             logits.flatten(0, 1), batch_slots[step].reshape(-1), reduction="none"
         )
@@ -288,7 +340,7 @@ def _finetune_chunk(
 
 
 def finetune_pmodels(
-    dataset: dict[str, Tensor],
+    dataset: Dataset,
     tasks: pd.DataFrame,
     generic_flat: Tensor,
     spec: NetSpec,
@@ -300,14 +352,16 @@ def finetune_pmodels(
     chunk: int = 64,
     threads: int = 1,
     progress: bool = True,
+    augment_mode: str = "none",
 ) -> tuple[Tensor, pd.DataFrame]:
     """Fine-tune one p-model per task from the generic model with classifier selection.
 
-    ``dataset`` holds ``train_images``, ``train_labels``, ``test_images`` and ``test_labels``.
-    Each task trains on its classes' training images (labels are slots in prompt order) and is
-    scored on their test images. ``chunk`` tasks train at once. Returns ``params [T, P]``
-    (float32, in the order of ``tasks``) and a table with ``task_id``, ``acc_pmodel``,
-    ``acc_generic`` (classifier selection) and ``seconds_per_model``.
+    ``dataset`` is a :class:`tina.data.Dataset` (only its images and labels are read). Each
+    task trains on its classes' training images (labels are slots in prompt order) and is scored
+    on their test images, padding slots masked. ``chunk`` tasks train at once on ``threads``
+    threads. Returns ``params [T, P]`` (float32, in the order of ``tasks``) and a table with
+    ``task_id``, ``acc_pmodel``, ``acc_generic`` (classifier selection) and
+    ``seconds_per_model`` (wall time of the chunk, selection and scoring included, per task).
     """
     set_threads(threads)
     spec_all = _spec_of_generic(generic_flat, spec)
@@ -326,7 +380,7 @@ def finetune_pmodels(
         init = torch.stack([select_classifier(generic_flat, c, spec_all, spec, seed) for c in ids])
         tuned = _finetune_chunk(
             init, ids, tids, trunk, dataset.train_labels,
-            steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+            steps=steps, lr=lr, batch_size=batch_size, seed=seed, augment_mode=augment_mode,
         )  # fmt: skip
         n = min(chunk, len(tasks) - start)
         acc_generic = _accuracy(init[:n], ids[:n], test_images, dataset.test_labels, spec, body)
