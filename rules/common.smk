@@ -3,9 +3,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-# Jobs (local, conda or cluster) import the package from this checkout.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+# Jobs (local, conda or cluster) import the package from this checkout: src/ goes first on the
+# PYTHONPATH that job processes inherit.
+_inherited = os.getenv("PYTHONPATH")
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (os.path.join(workflow.basedir, "src"), _inherited) if p)
 )
 
 from tina.config import ConfigError, validate_config

@@ -75,6 +75,7 @@ rule train_tina:
         encoder=config["encoder"],
         image_size=config["data"]["image_size"],
         device=config["device"],
+    priority: 10  # the critical path: ahead of the scaling points
     threads: 1
     resources:
         mem_mb=6000,

@@ -17,6 +17,7 @@ rule train_generic:
         generic=config["generic"],
         net=config["net"],
         seed=config["seed"],
+    priority: 10  # the critical path: ahead of the scaling points
     threads: 2
     resources:
         mem_mb=4000,
@@ -49,6 +50,7 @@ rule finetune_pmodels:
         net=config["net"],
         k=config["tasks"]["k"],
         seed=config["seed"],
+    priority: 10  # the critical path: ahead of the scaling points
     threads: 1
     resources:
         mem_mb=3000,

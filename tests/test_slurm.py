@@ -119,7 +119,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _run_snakemake(workdir: Path, args: list[str], timeout_s: int) -> subprocess.CompletedProcess:
-    """Run Snakemake in workdir as docs/cluster.md says, with a hard timeout."""
+    """Run Snakemake in workdir as the README's "Running on a cluster" says, with a hard timeout."""
     command = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE)]
     command += ["--workflow-profile", "none", "--directory", str(workdir), *args]
     return subprocess.run(

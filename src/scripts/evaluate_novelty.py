@@ -6,7 +6,10 @@ from tina.novelty import evaluate_novelty
 
 
 def main(snakemake):
-    ctx = load_context(snakemake.input, snakemake.params.evaluate, snakemake.params.seed)
+    ctx = load_context(
+        snakemake.input, snakemake.params.evaluate, snakemake.params.seed,
+        device=snakemake.config["device"],
+    )  # fmt: skip
     write_csv(snakemake.output.records, evaluate_novelty(ctx))
 
 

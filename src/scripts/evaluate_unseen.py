@@ -7,7 +7,10 @@ from tina.io import run_step, write_csv
 
 
 def main(snakemake):
-    ctx = load_context(snakemake.input, snakemake.params.evaluate, snakemake.params.seed)
+    ctx = load_context(
+        snakemake.input, snakemake.params.evaluate, snakemake.params.seed,
+        device=snakemake.config["device"],
+    )  # fmt: skip
     baselines = pd.read_csv(snakemake.input.baselines)
     write_csv(snakemake.output.records, run_experiment("unseen", ctx, baselines=baselines))
 

@@ -563,17 +563,23 @@ def evaluate_sampler(ctx: EvalContext) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- loading
-def load_context(inputs, section: dict, seed: int, tina: Tina | None = None) -> EvalContext:
+def load_context(
+    inputs, section: dict, seed: int, tina: Tina | None = None, device: str = "cpu"
+) -> EvalContext:
     """The context of a workflow rule: ``inputs`` names dataset, classes, tasks, zoo shards,
-    embeddings and (unless ``tina`` is given) the Tina checkpoint."""
+    embeddings and (unless ``tina`` is given) the Tina checkpoint, whose transformer samples on
+    ``device`` (the config's ``auto``, ``cpu`` or ``cuda``)."""
     from tina.data import load_dataset
+    from tina.device import pick_device
     from tina.prompts import load_embeddings
     from tina.shards import load_zoo
     from tina.tasks import read_tasks
     from tina.train import load_tina
 
+    tina = tina if tina is not None else load_tina(inputs.tina)
+    tina.model.to(pick_device(device))
     return EvalContext(
-        tina=tina if tina is not None else load_tina(inputs.tina),
+        tina=tina,
         dataset=load_dataset(inputs.dataset, inputs.classes),
         tasks=read_tasks(inputs.tasks),
         zoo=load_zoo(list(inputs.zoo)),

@@ -73,7 +73,7 @@ def train_generic_model(
         augment_mode=section["augment"],
     )
     trained = torch.zeros(n, dtype=torch.bool)
-    trained[torch.as_tensor(classes.to_numpy())] = True
+    trained[torch.as_tensor(classes.to_numpy().copy())] = True
     return Generic(flat, spec, trained), report
 
 
@@ -155,6 +155,6 @@ def load_zoo(param_paths: list) -> Zoo:
         classes.append(tensors["classes"])
         metas.append(meta)
     meta = pd.concat(metas, ignore_index=True)
-    order = torch.as_tensor(meta["task_id"].argsort().to_numpy())
+    order = torch.as_tensor(meta["task_id"].argsort().to_numpy().copy())
     meta = meta.iloc[order.numpy()].reset_index(drop=True)
     return Zoo(torch.cat(params)[order], torch.cat(classes)[order], meta, spec)

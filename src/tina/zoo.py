@@ -349,7 +349,7 @@ def finetune_pmodels(
     lr: float,
     batch_size: int,
     seed: int,
-    chunk: int = 64,
+    chunk: int = 8,
     threads: int = 1,
     progress: bool = True,
     augment_mode: str = "none",
