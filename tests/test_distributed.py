@@ -26,7 +26,7 @@ from tina.train import TinaConfig, train_tina
 N_CLASSES, K, N_ZOO, WORLD = 8, 3, 24, 2
 CONFIG = TinaConfig(
     width=16, depth=1, heads=2, chunk_size=128, steps=20, batch_size=8, warmup=4,
-    eval_every=5, eval_sampler_steps=2, timesteps=50,
+    eval_every=5, eval_sampler_steps=2, timesteps=50, functional_weight=1.0, functional_images=4,
 )  # fmt: skip
 TOLERANCE = 1e-5  # max |weight difference| allowed between 1 and 2 processes
 

@@ -336,28 +336,19 @@ def _augment(
 
 def _functional_loss(
     params: Tensor,
-    classes: Tensor,
     mask: Tensor,
     images: Tensor,
-    by_class: Tensor,
+    index: Tensor,
+    target: Tensor,
     spec: NetSpec,
-    n: int,
-    g: torch.Generator,
     body: Tensor | None,
 ) -> Tensor:
-    """Cross-entropy of the decoded nets on ``n`` training images per task.
-
-    ``by_class [C, m]`` lists each class's training image indices (see :func:`_class_index`).
-    """
-    b, k = classes.shape
-    weights = mask.float()
-    target = torch.multinomial(weights, n, replacement=True, generator=g)  # slots [b, n]
-    cls = classes.gather(1, target)
-    pick = (torch.rand(b, n, generator=g) * by_class.shape[1]).long()
-    index = by_class[cls, pick]
-    logits = forward(params, images[index], spec, body=body)
+    """Cross-entropy of the decoded nets on their tasks' training images ``index [b, n]``
+    (drawn by :func:`_draw_batch`), whose labels are the slots ``target [b, n]``."""
+    b, n = index.shape
+    logits = forward(params, images[index.to(images.device)], spec, body=body)
     logits = logits.masked_fill(~mask.to(logits.device).unsqueeze(1), float("-inf"))
-    return F.cross_entropy(logits.reshape(b * n, k), target.reshape(-1).to(logits.device))
+    return F.cross_entropy(logits.reshape(b * n, -1), target.reshape(-1).to(logits.device))
 
 
 def _class_index(labels: Tensor, n_classes: int) -> Tensor:
@@ -372,8 +363,10 @@ def _class_index(labels: Tensor, n_classes: int) -> Tensor:
     )
 
 
-def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g):
-    """One global training batch: augmented tasks, their codes, noise level and noised codes."""
+def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g, by_class=None):
+    """One global training batch: augmented tasks, their codes, noise level and noised codes,
+    and with ``by_class`` (see :func:`_class_index`) the training images of the functional loss:
+    every draw is made here, for the whole batch, so data-parallel ranks see the same batch."""
     idx = torch.randint(len(zoo_params), (cfg.batch_size,), generator=g)
     spec = codec.spec
     classes, params, mask, known_slots = _augment(zoo_classes[idx], zoo_params[idx], cfg, spec, g)
@@ -386,7 +379,7 @@ def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg,
     weight[:, rows.reshape(-1)] = (
         mask.unsqueeze(-1).expand(-1, -1, rows.shape[1]).reshape(cfg.batch_size, -1).float()
     )
-    return {
+    batch = {
         "classes": classes,
         "mask": mask,
         "base": base,
@@ -398,6 +391,13 @@ def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg,
         "drop": torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout,
         "weight": weight,
     }
+    if by_class is not None:
+        n = cfg.functional_images
+        target = torch.multinomial(mask.float(), n, replacement=True, generator=g)  # slots
+        pick = (torch.rand(cfg.batch_size, n, generator=g) * by_class.shape[1]).long()
+        batch["fn_target"] = target
+        batch["fn_index"] = by_class[classes.gather(1, target), pick]
+    return batch
 
 
 def train_tina(
@@ -476,7 +476,9 @@ def train_tina(
     rank = dist.shard(cfg.batch_size) if dist is not None else slice(None)
     for step in progress(range(cfg.steps), desc="train_tina", disable=not is_main):
         model.train()
-        batch = _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g)
+        batch = _draw_batch(
+            zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g, by_class
+        )
         local = {name: value[rank].to(device) for name, value in batch.items()}
         base_in = local["base_in"] if cfg.residual else None
         with amp.autocast():
@@ -489,9 +491,8 @@ def train_tina(
         if cfg.functional_weight > 0:
             nets = codec_on_device.decode(x0_hat, local["base"])
             fn_loss = _functional_loss(
-                nets, local["classes"], local["mask"], images_f, by_class, spec,
-                cfg.functional_images, g, body,
-            )  # fmt: skip
+                nets, local["mask"], images_f, local["fn_index"], local["fn_target"], spec, body
+            )
             loss = loss + cfg.functional_weight * fn_loss * len(x0_hat) / cfg.batch_size
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
