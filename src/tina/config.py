@@ -126,3 +126,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         raise ConfigError(f"invalid config: {path} does not hold a mapping")
     config.update(overrides or {})
     return validate_config(config)
+
+
+def from_section(cls, section: dict):
+    """A config dataclass ``cls`` from a config section: known keys only, lists as tuples."""
+    from dataclasses import fields
+
+    values = {f.name: section[f.name] for f in fields(cls) if f.name in section}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tina.baselines import Ridge, hypernetwork_predict, retrieve, train_hypernetwork
+from tina.config import from_section
 from tina.metrics import majority_accuracy
 from tina.nets import split_body
 from tina.report import RECORD_COLUMNS
@@ -73,11 +74,7 @@ class EvalConfig:
 
     @classmethod
     def from_config(cls, section: dict) -> EvalConfig:
-        values = {f.name: section[f.name] for f in fields(cls) if f.name in section}
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        return cls(**values)
+        return from_section(cls, section)
 
 
 @dataclass

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import Tensor
 
+from tina.config import from_section
 from tina.evaluate import EvalConfig, EvalContext, name_records, reference_records
 from tina.shards import Generic, Zoo
 from tina.train import Tina, TinaConfig, train_tina
@@ -48,11 +49,7 @@ class ScalingConfig:
 
     @classmethod
     def from_config(cls, section: dict) -> ScalingConfig:
-        values = {f.name: section[f.name] for f in fields(cls) if f.name in section}
-        for name, value in values.items():
-            if isinstance(value, list):
-                values[name] = tuple(value)
-        return cls(**values)
+        return from_section(cls, section)
 
 
 @dataclass
