@@ -29,6 +29,7 @@ def gpus(n):
     partition. `device: cpu` drops the requests, so a CPU-only machine runs them in parallel."""
     return 0 if config["device"] == "cpu" else n
 
+
 ENV = "../envs/tina.yaml"
 # Text embeddings are cached by content across runs (a text is never encoded twice).
 EMBEDDING_CACHE = "results/cache/embeddings"
@@ -36,7 +37,9 @@ EMBEDDING_CACHE = "results/cache/embeddings"
 
 def zoo_shards():
     """Parameter files of every p-model shard (the shard count comes from the config)."""
-    return expand(f"{RESULTS}/zoo/shard-{{shard}}.safetensors", shard=range(config["zoo"]["shards"]))
+    return expand(
+        f"{RESULTS}/zoo/shard-{{shard}}.safetensors", shard=range(config["zoo"]["shards"])
+    )
 
 
 # Experiments with one records file each, eval/<experiment>.csv (see tina.evaluate).

@@ -9,15 +9,15 @@ rule prepare_data:
         f"{RESULTS}/logs/prepare_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data/job.tsv"
-    params:
-        data=config["data"],
-        seed=config["seed"],
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        data=config["data"],
+        seed=config["seed"],
     message:
         "Preparing the {params.data[dataset]} data set"
     script:
@@ -34,15 +34,15 @@ rule split_tasks:
         f"{RESULTS}/logs/split_tasks.log",
     benchmark:
         f"{RESULTS}/benchmarks/split_tasks/job.tsv"
-    params:
-        tasks=config["tasks"],
-        seed=config["seed"],
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        ENV
+    params:
+        tasks=config["tasks"],
+        seed=config["seed"],
     message:
         "Splitting classes and sampling tasks"
     script:

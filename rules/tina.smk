@@ -10,15 +10,15 @@ rule embed_prompts:
         f"{RESULTS}/logs/embed_prompts.log",
     benchmark:
         f"{RESULTS}/benchmarks/embed_prompts/job.tsv"
-    params:
-        encoder=config["encoder"],
-        cache=EMBEDDING_CACHE,
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        ENV
+    params:
+        encoder=config["encoder"],
+        cache=EMBEDDING_CACHE,
     message:
         "Encoding class names and descriptions with {params.encoder[name]}"
     script:
@@ -38,15 +38,15 @@ rule fit_image_projection:
         f"{RESULTS}/logs/fit_image_projection.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_image_projection/job.tsv"
-    params:
-        encoder=config["encoder"],
-        seed=config["seed"],
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=3000,
         runtime=20,
-    conda:
-        ENV
+    params:
+        encoder=config["encoder"],
+        seed=config["seed"],
     message:
         "Fitting the image-to-text projection on the training classes"
     script:
@@ -69,20 +69,20 @@ rule train_tina:
         f"{RESULTS}/logs/train_tina.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_tina/job.tsv"
+    priority: 10  # the critical path: ahead of the scaling points
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=gpus(config["tina"]["devices"]),
     params:
         tina=config["tina"],
         seed=config["seed"],
         encoder=config["encoder"],
         image_size=config["data"]["image_size"],
         device=config["device"],
-    priority: 10  # the critical path: ahead of the scaling points
-    threads: 1
-    resources:
-        mem_mb=6000,
-        runtime=120,
-        gpu=gpus(config["tina"]["devices"]),
-    conda:
-        ENV
     message:
         "Training Tina for {params.tina[steps]} steps"
     script:

@@ -13,17 +13,17 @@ rule train_generic:
         f"{RESULTS}/logs/train_generic.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_generic/job.tsv"
-    params:
-        generic=config["generic"],
-        net=config["net"],
-        seed=config["seed"],
     priority: 10  # the critical path: ahead of the scaling points
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        generic=config["generic"],
+        net=config["net"],
+        seed=config["seed"],
     message:
         "Training the generic {params.net[arch]} on the {params.generic[classes]} classes"
     script:
@@ -45,18 +45,18 @@ rule finetune_pmodels:
         f"{RESULTS}/benchmarks/finetune_pmodels/{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
+    priority: 10  # the critical path: ahead of the scaling points
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
     params:
         zoo=config["zoo"],
         net=config["net"],
         k=config["tasks"]["k"],
         seed=config["seed"],
-    priority: 10  # the critical path: ahead of the scaling points
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=60,
-    conda:
-        ENV
     message:
         "Fine-tuning p-models of shard {wildcards.shard}"
     script:
