@@ -24,7 +24,16 @@ from torch import Tensor
 
 from tina.io import progress
 from tina.model import TinaTransformer
-from tina.train import ParamCodec, Tina, _augment, _lr_at, _zero_padding, layout_of, task_prompts
+from tina.train import (
+    ParamCodec,
+    Tina,
+    _augment,
+    _lr_at,
+    _zero_padding,
+    layout_of,
+    task_prompts,
+    update_ema,
+)
 from tina.zoo import derive_seed
 
 log = logging.getLogger("tina.baselines")
@@ -168,10 +177,7 @@ def train_hypernetwork(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
+        update_ema(ema, model, step, cfg.ema)
     log.info("hypernetwork: %d steps, final loss %.4f", steps, float(loss))
     return ema.eval()
 

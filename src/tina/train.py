@@ -306,6 +306,14 @@ def _zero_padding(params: Tensor, mask: Tensor, spec: NetSpec) -> Tensor:
 
 
 # --------------------------------------------------------------------------- training
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, step: int, rate: float) -> None:
+    """Move the EMA weights towards the model's; the rate ramps up over the first steps."""
+    decay = min(rate, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
 def _lr_at(step: int, cfg: TinaConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -503,10 +511,7 @@ def train_tina(
         amp.unscale(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         amp.step(opt)
-        with torch.no_grad():
-            decay = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
+        update_ema(ema, model, step, cfg.ema)
         if dist is not None:  # the global batch's losses, for the log
             loss, fn_loss = dist.all_sum(loss), dist.all_sum(fn_loss) / dist.world
         window.append(loss.item())
