@@ -117,5 +117,6 @@ def all_targets():
         *zoo_shards(),
         f"{RESULTS}/prompts/image_projection.safetensors",
         f"{RESULTS}/tina/model.safetensors",
+        f"{RESULTS}/tables/zoo_diagnostics.md",
         *report_outputs(),
     ]

@@ -61,3 +61,36 @@ rule finetune_pmodels:
         "Fine-tuning p-models of shard {wildcards.shard}"
     script:
         "../src/scripts/finetune_pmodels.py"
+
+
+rule diagnose_zoo:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        tasks=rules.split_tasks.output.tasks,
+        generic=rules.train_generic.output.model,
+        zoo=zoo_shards(),
+    output:
+        table=report(
+            f"{RESULTS}/tables/zoo_diagnostics.csv",
+            caption="../report/zoo_diagnostics.rst",
+            category="0. Zoo",
+        ),
+        markdown=f"{RESULTS}/tables/zoo_diagnostics.md",
+    log:
+        f"{RESULTS}/logs/diagnose_zoo.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/diagnose_zoo/job.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        zoo=config["zoo"],
+        seed=config["seed"],
+    message:
+        "Probing whether the p-models' residuals are task properties that carry over"
+    script:
+        "../src/scripts/diagnose_zoo.py"

@@ -23,6 +23,7 @@ from tina.evaluate import (
     chance_records,
     describable_tasks,
     evaluate_order,
+    evaluate_sampler,
     image_prompts,
     main_table_markdown,
     majority_records,
@@ -278,6 +279,20 @@ def test_eval_config_reads_lists_as_tuples():
     cfg = EvalConfig.from_config({"samples": 5, "shots": [1, 4], "noise_sigmas": [0.1]})
     assert cfg.samples == 5 and cfg.shots == (1, 4) and cfg.noise_sigmas == (0.1,)
     assert cfg.ddim_steps == 10 and not math.isnan(cfg.ridge_alpha)
+
+
+def test_sampler_experiment_runs_every_sampler_on_the_first_sampler_tasks(toy):
+    tasks = tasks_frame([[0, 1, 2], [3, 4, 5], [1, 3, 5]])
+    ctx = make_context(toy, tasks, ddim_compare=(2, 5), sampler_tasks=2)
+    ctx.tina.schedule = SimpleNamespace(T=7)
+    records = evaluate_sampler(ctx)
+    assert set(records["task_id"]) == {0, 1}  # the first two test-ID tasks only
+    assert set(records["setting"]) == {"ddpm-7", "ddim-2", "ddim-5"}
+    tina = records[records["method"] == "tina"]
+    assert len(tina) == 3 * 2 and (tina["sample"] == 0).all()  # one sample per task and sampler
+    every = make_context(toy, tasks, ddim_compare=(2,))  # sampler_tasks None: all tasks
+    every.tina.schedule = SimpleNamespace(T=3)
+    assert set(evaluate_sampler(every)["task_id"]) == {0, 1, 2}
 
 
 # --------------------------------------------------------------------------- workflow

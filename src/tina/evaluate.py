@@ -67,6 +67,7 @@ class EvalConfig:
     shots: tuple[int, ...] = (1, 2, 4, 8)
     orders: int = 4
     ddim_compare: tuple[int, ...] = (5, 10, 25)
+    sampler_tasks: int | None = None
     hypernetwork_steps: int = 300
     ridge_alpha: float = 1.0
     noise_sigmas: tuple[float, ...] = (0.01, 0.05, 0.1)
@@ -547,8 +548,9 @@ def evaluate_order(ctx: EvalContext) -> pd.DataFrame:
 
 
 def evaluate_sampler(ctx: EvalContext) -> pd.DataFrame:
-    """Experiment 7: full DDPM sampling against DDIM with few steps (one sample per task)."""
-    tasks = ctx.split("test_id")
+    """Experiment 8: full DDPM sampling against DDIM with few steps (one sample per task), on
+    the first ``sampler_tasks`` test-ID tasks (all when None): DDPM runs every timestep."""
+    tasks = ctx.split("test_id").head(ctx.config.sampler_tasks)
     timesteps = ctx.tina.schedule.T
     samplers = [("ddpm", timesteps)] + [("ddim", n) for n in ctx.config.ddim_compare]
     frames = []

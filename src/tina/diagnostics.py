@@ -1,0 +1,115 @@
+"""Can Tina beat classifier selection on this zoo? Probes of the p-models' residuals.
+
+Tina learns each p-model's residual over the generic model with classifier selection (the
+*base*). It can only beat selection if that residual is (a) a property of the task rather than
+noise of one fine-tuning run, and (b) predictable for a new task from the training tasks. The
+probes measure both, and where the fine-tuning gain lives, on the VALIDATION tasks (never the
+test tasks); each row is the mean accuracy of one kind of net over those tasks:
+
+- ``selection`` and ``pmodel``: the two ends of the range;
+- ``seed=<s>``: the validation p-models fine-tuned again with another seed (same steps, data
+  and augmentation); ``soup=<n>``: the average of the first ``n`` seeds' nets. The column
+  ``cosine`` holds the mean cosine between a seed's residual and seed 0's, the zoo's own p-model
+  (near 1: the residual is a property of the task; near 0: run noise);
+- ``mean_residual x<s>``: the base plus ``s`` times the mean residual of every training p-model;
+  ``group_residual x<s>``: the same with the mean over the training p-models of the task's
+  group. Below selection means that what fine-tuning adds does not carry over to other tasks;
+- ``head_only``: only the head rows fine-tuned on the frozen generic body (same steps and lr),
+  which tells whether the gain is in the head or in the body (zoos of full nets only).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tina.nets import split_body
+from tina.shards import Generic, Zoo
+from tina.zoo import _spec_of_generic, evaluate, finetune_pmodels, select_classifier, task_classes
+
+
+def _row(probe: str, acc: Tensor, cosine: float | None = None) -> dict:
+    return {
+        "probe": probe,
+        "accuracy": float(acc.mean()),
+        "std": float(acc.std()) if len(acc) > 1 else 0.0,
+        "count": len(acc),
+        "cosine": cosine,
+    }
+
+
+def residual_probes(
+    dataset,
+    tasks: pd.DataFrame,
+    generic: Generic,
+    zoo: Zoo,
+    zoo_section: dict,
+    *,
+    seed: int,
+    seeds: int = 3,
+    scales: tuple[float, ...] = (0.5, 1.0),
+    threads: int = 1,
+) -> pd.DataFrame:
+    """The probes above as a table (one row per probe; see the module docstring)."""
+    val = tasks[tasks["split"] == "val"].reset_index(drop=True)
+    if val.empty:
+        raise ValueError("the task table has no validation tasks: raise tasks.n_val")
+    spec = zoo.spec
+    spec_all = _spec_of_generic(generic.flat, spec)
+    frozen = split_body(generic.flat, spec_all)[0] if spec.head_only else None
+
+    def base_of(frame: pd.DataFrame) -> Tensor:
+        return torch.stack(
+            [
+                select_classifier(generic.flat, ids, spec_all, spec, seed)
+                for ids in task_classes(frame, spec.num_classes)
+            ]
+        )
+
+    def score(params: Tensor) -> Tensor:
+        return evaluate(params, val, dataset.test_images, dataset.test_labels, spec, frozen)
+
+    def finetune(run_seed: int, run_spec=spec) -> Tensor:
+        params, _ = finetune_pmodels(
+            dataset, val, generic.flat, run_spec,
+            steps=zoo_section["steps"], lr=zoo_section["lr"],
+            batch_size=zoo_section["batch_size"], seed=run_seed, chunk=zoo_section["chunk"],
+            threads=threads, progress=False, augment_mode=zoo_section["augment"],
+        )  # fmt: skip
+        return params
+
+    base = base_of(val)
+    position = {task: i for i, task in enumerate(zoo.meta["task_id"])}
+    own = zoo.params[[position[t] for t in val["task_id"]]]
+    rows = [_row("selection", score(base)), _row("pmodel", score(own), 1.0)]
+
+    nets = [own]
+    for s in range(1, seeds):
+        nets.append(finetune(seed + s))
+        cosine = F.cosine_similarity(nets[-1] - base, own - base, dim=1).mean()
+        rows.append(_row(f"seed={s}", score(nets[-1]), float(cosine)))
+    if seeds > 1:
+        rows.append(_row(f"soup={seeds}", score(torch.stack(nets).mean(0))))
+
+    train = zoo.meta["split"] == "train"
+    train_meta = zoo.meta[train].reset_index(drop=True)
+    residual = zoo.params[torch.as_tensor(train.to_numpy(copy=True))] - base_of(train_meta)
+    by_group = torch.stack(
+        [
+            residual[torch.as_tensor((train_meta["group"] == g).to_numpy(copy=True))].mean(0)
+            if (train_meta["group"] == g).any()
+            else torch.zeros(spec.num_params)
+            for g in val["group"]
+        ]
+    )
+    for s in scales:
+        rows.append(_row(f"mean_residual x{s:g}", score(base + s * residual.mean(0))))
+        rows.append(_row(f"group_residual x{s:g}", score(base + s * by_group)))
+
+    if not spec.head_only:  # (a head-only zoo's p-models are this probe)
+        head = finetune(seed, spec.with_classes(spec.num_classes, head_only=True))
+        body = base[:, : spec.body_size]
+        rows.append(_row("head_only", score(torch.cat([body, head], dim=1))))
+    return pd.DataFrame(rows)
