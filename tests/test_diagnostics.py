@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tina.data import prepare_dataset
-from tina.diagnostics import residual_probes
+from tina.diagnostics import _overlap_residual, residual_probes
 from tina.nets import NetSpec
 from tina.shards import Generic, Zoo
 from tina.zoo import finetune_pmodels, select_classifier, task_classes, train_generic
@@ -52,8 +52,9 @@ def test_probes_match_direct_scores_and_a_zero_residual_transfers_nothing(setup)
     data, generic, zoo = setup
     table = residual_probes(data, TASKS, generic, zoo, ZOO, seed=0, seeds=2).set_index("probe")
     assert list(table.index) == [
-        "selection", "pmodel", "seed=1", "soup=2", "mean_residual x0.5", "group_residual x0.5",
-        "mean_residual x1", "group_residual x1", "head_only",
+        "selection", "pmodel", "seed=1", "soup=2",
+        "mean_residual x0.5", "group_residual x0.5", "overlap_residual x0.5",
+        "mean_residual x1", "group_residual x1", "overlap_residual x1", "head_only",
     ]  # fmt: skip
     assert (table["count"] == 2).all()  # the two validation tasks only
     val = zoo.meta[zoo.meta["split"] == "val"]
@@ -72,7 +73,7 @@ def test_probes_match_direct_scores_and_a_zero_residual_transfers_nothing(setup)
         data, TASKS, generic, Zoo(flat, zoo.classes, zoo.meta, SPEC), ZOO, seed=0, seeds=1
     ).set_index("probe")
     assert "seed=1" not in still.index and "soup=1" not in still.index
-    for probe in ("mean_residual x1", "group_residual x0.5"):
+    for probe in ("mean_residual x1", "group_residual x0.5", "overlap_residual x1"):
         assert still.loc[probe, "accuracy"] == pytest.approx(still.loc["selection", "accuracy"])
 
 
@@ -102,3 +103,18 @@ def test_a_head_only_zoo_is_probed_on_its_head_rows(setup):
     assert "head_only" not in table.index
     val = zoo.meta[zoo.meta["split"] == "val"]
     assert table.loc["pmodel", "accuracy"] == pytest.approx(val["acc_pmodel"].mean(), abs=1e-6)
+
+
+def test_overlap_residual_weights_tasks_by_shared_classes_and_rows_by_class():
+    spec = NetSpec("cnn5k", 2)
+    rows = spec.head_rows()
+    train = torch.tensor([[0, 1], [1, 2], [3, -1]])
+    residual = torch.randn(3, spec.num_params, generator=torch.Generator().manual_seed(0))
+    out = _overlap_residual(torch.tensor([[1, 0], [4, -1]]), train, residual, spec)
+    body = torch.ones(spec.num_params, dtype=torch.bool)
+    body[rows.reshape(-1)] = False
+    # shares 2, 1 and 0 classes with the training tasks
+    assert torch.allclose(out[0, body], (2 * residual[0, body] + residual[1, body]) / 3)
+    assert torch.allclose(out[0, rows[0]], (residual[0, rows[1]] + residual[1, rows[0]]) / 2)
+    assert torch.allclose(out[0, rows[1]], residual[0, rows[0]])
+    assert (out[1] == 0).all()  # no shared class, and class 4 is in no training task

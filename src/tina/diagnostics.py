@@ -14,6 +14,10 @@ test tasks); each row is the mean accuracy of one kind of net over those tasks:
 - ``mean_residual x<s>``: the base plus ``s`` times the mean residual of every training p-model;
   ``group_residual x<s>``: the same with the mean over the training p-models of the task's
   group. Below selection means that what fine-tuning adds does not carry over to other tasks;
+  ``overlap_residual x<s>``: a kernel smoother over the training tasks, as the closest a model
+  can get from class identities alone: the body gets the mean residual of the training tasks
+  weighted by how many classes they share with the task, each head row the mean residual row
+  of its class over the training tasks that have it;
 - ``head_only``: only the head rows fine-tuned on the frozen generic body (same steps and lr),
   which tells whether the gain is in the head or in the body (zoos of full nets only).
 """
@@ -38,6 +42,29 @@ def _row(probe: str, acc: Tensor, cosine: float | None = None) -> dict:
         "count": len(acc),
         "cosine": cosine,
     }
+
+
+def _overlap_residual(classes: Tensor, train_classes: Tensor, residual: Tensor, spec) -> Tensor:
+    """The kernel smoother of ``overlap_residual`` for tasks ``classes [B, k]``, from training
+    tasks ``train_classes [N, k]`` and their residuals ``[N, P]``."""
+    rows = spec.head_rows()  # [k, row_len]
+    body = torch.ones(spec.num_params, dtype=torch.bool)
+    body[rows.reshape(-1)] = False
+    shared = torch.stack([torch.isin(train_classes, ids[ids >= 0]).sum(1) for ids in classes])
+    weights = shared.float() / shared.sum(1, keepdim=True).clamp(min=1)
+    out = torch.zeros(len(classes), spec.num_params)
+    out[:, body] = weights @ residual[:, body]
+    # each class's mean residual row over the training slots that hold it
+    slot_rows = residual[:, rows]  # [N, k, row_len]
+    held = train_classes >= 0
+    n_classes = int(max(classes.max(), train_classes.max())) + 1
+    sums = torch.zeros(n_classes, rows.shape[1]).index_add_(0, train_classes[held], slot_rows[held])
+    counts = torch.zeros(n_classes).index_add_(0, train_classes[held], torch.ones(int(held.sum())))
+    means = sums / counts.clamp(min=1).unsqueeze(1)
+    for j in range(rows.shape[0]):
+        known = classes[:, j] >= 0
+        out[known.nonzero().squeeze(1)[:, None], rows[j]] = means[classes[known, j]]
+    return out
 
 
 def residual_probes(
@@ -104,9 +131,16 @@ def residual_probes(
             for g in val["group"]
         ]
     )
+    by_overlap = _overlap_residual(
+        task_classes(val, spec.num_classes),
+        zoo.classes[torch.as_tensor(train.to_numpy(copy=True))],
+        residual,
+        spec,
+    )
     for s in scales:
         rows.append(_row(f"mean_residual x{s:g}", score(base + s * residual.mean(0))))
         rows.append(_row(f"group_residual x{s:g}", score(base + s * by_group)))
+        rows.append(_row(f"overlap_residual x{s:g}", score(base + s * by_overlap)))
 
     if not spec.head_only:  # (a head-only zoo's p-models are this probe)
         head = finetune(seed, spec.with_classes(spec.num_classes, head_only=True))
