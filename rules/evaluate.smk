@@ -54,12 +54,13 @@ rule evaluate_names:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="names",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Evaluating class-name prompts on ID and OOD test tasks"
     script:
-        "../src/scripts/evaluate_names.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_descriptions:
@@ -83,12 +84,13 @@ rule evaluate_descriptions:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="descriptions",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Evaluating description prompts"
     script:
-        "../src/scripts/evaluate_descriptions.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_image_prompts:
@@ -113,13 +115,14 @@ rule evaluate_image_prompts:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="image_prompts",
         evaluate=config["evaluate"],
         seed=config["seed"],
         encoder=config["encoder"],
     message:
         "Evaluating image prompts with {params.evaluate[shots]} images per class"
     script:
-        "../src/scripts/evaluate_image_prompts.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_kway:
@@ -144,12 +147,13 @@ rule evaluate_kway:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="kway",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Evaluating tasks with fewer classes than the net has slots"
     script:
-        "../src/scripts/evaluate_kway.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_unseen:
@@ -174,12 +178,13 @@ rule evaluate_unseen:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="unseen",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Evaluating tasks by their number of unseen classes"
     script:
-        "../src/scripts/evaluate_unseen.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_order:
@@ -203,12 +208,13 @@ rule evaluate_order:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="order",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Evaluating {params.evaluate[orders]} class orders per task"
     script:
-        "../src/scripts/evaluate_order.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_sampler:
@@ -232,12 +238,13 @@ rule evaluate_sampler:
         mem_mb=3000,
         runtime=20,
     params:
+        experiment="sampler",
         evaluate=config["evaluate"],
         seed=config["seed"],
     message:
         "Comparing DDPM with DDIM sampling"
     script:
-        "../src/scripts/evaluate_sampler.py"
+        "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_novelty:

@@ -87,12 +87,9 @@ def residual_probes(
     spec_all = _spec_of_generic(generic.flat, spec)
     frozen = split_body(generic.flat, spec_all)[0] if spec.head_only else None
 
-    def base_of(frame: pd.DataFrame) -> Tensor:
+    def base_of(classes: Tensor) -> Tensor:
         return torch.stack(
-            [
-                select_classifier(generic.flat, ids, spec_all, spec, seed)
-                for ids in task_classes(frame, spec.num_classes)
-            ]
+            [select_classifier(generic.flat, i, spec_all, spec, seed) for i in classes]
         )
 
     def score(params: Tensor) -> Tensor:
@@ -107,7 +104,8 @@ def residual_probes(
         )  # fmt: skip
         return params
 
-    base = base_of(val)
+    val_classes = task_classes(val, spec.num_classes)
+    base = base_of(val_classes)
     position = {task: i for i, task in enumerate(zoo.meta["task_id"])}
     own = zoo.params[[position[t] for t in val["task_id"]]]
     rows = [_row("selection", score(base)), _row("pmodel", score(own), 1.0)]
@@ -120,23 +118,15 @@ def residual_probes(
     if seeds > 1:
         rows.append(_row(f"soup={seeds}", score(torch.stack(nets).mean(0))))
 
-    train = zoo.meta["split"] == "train"
-    train_meta = zoo.meta[train].reset_index(drop=True)
-    residual = zoo.params[torch.as_tensor(train.to_numpy(copy=True))] - base_of(train_meta)
-    by_group = torch.stack(
-        [
-            residual[torch.as_tensor((train_meta["group"] == g).to_numpy(copy=True))].mean(0)
-            if (train_meta["group"] == g).any()
-            else torch.zeros(spec.num_params)
-            for g in val["group"]
-        ]
-    )
-    by_overlap = _overlap_residual(
-        task_classes(val, spec.num_classes),
-        zoo.classes[torch.as_tensor(train.to_numpy(copy=True))],
-        residual,
-        spec,
-    )
+    train = torch.as_tensor((zoo.meta["split"] == "train").to_numpy(copy=True))
+    residual = zoo.params[train] - base_of(zoo.classes[train])
+    train_groups = zoo.meta["group"][train.numpy()].to_numpy()
+    group_mean = {
+        g: residual[torch.as_tensor(train_groups == g)].mean(0) for g in set(train_groups)
+    }
+    none = torch.zeros(spec.num_params)
+    by_group = torch.stack([group_mean.get(g, none) for g in val["group"]])
+    by_overlap = _overlap_residual(val_classes, zoo.classes[train], residual, spec)
     for s in scales:
         rows.append(_row(f"mean_residual x{s:g}", score(base + s * residual.mean(0))))
         rows.append(_row(f"group_residual x{s:g}", score(base + s * by_group)))

@@ -588,6 +588,26 @@ def load_context(
     )
 
 
+def experiment_records(
+    experiment: str,
+    inputs,
+    section: dict,
+    seed: int,
+    device: str = "cpu",
+    encoder: dict | None = None,
+) -> pd.DataFrame:
+    """One experiment's records from a workflow rule's ``inputs`` (as for :func:`load_context`):
+    the baselines' records are read where the rule has ``inputs.baselines``; image prompts are
+    embedded through ``encoder`` (the config section) and ``inputs.projection``."""
+    ctx = load_context(inputs, section, seed, device=device)
+    extra = {}
+    if hasattr(inputs, "baselines"):
+        extra["baselines"] = pd.read_csv(inputs.baselines)
+    if experiment == "image_prompts":
+        extra["embed"] = image_embedder(ctx.tina, encoder, inputs.projection)
+    return run_experiment(experiment, ctx, **extra)
+
+
 def summarise_records(records: pd.DataFrame) -> str:
     """One log line per (setting, method): mean task accuracy."""
     per_task = records.groupby(["setting", "method", "task_id"])["accuracy"].mean()
