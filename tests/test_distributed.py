@@ -21,12 +21,14 @@ from tina.device import MixedPrecision, check_precision, pick_device
 from tina.distributed import Distributed, process_count
 from tina.io import load_tensors, save_tensors, write_csv
 from tina.nets import NetSpec, init_params
+from tina.tasks import TaskDrawer
 from tina.train import TinaConfig, train_tina
 
 N_CLASSES, K, N_ZOO, WORLD = 8, 3, 24, 2
 CONFIG = TinaConfig(
     width=16, depth=1, heads=2, chunk_size=128, steps=20, batch_size=8, warmup=4,
     eval_every=5, eval_sampler_steps=2, timesteps=50, functional_weight=1.0, functional_images=4,
+    functional_tasks=4, functional_augment="color",
 )  # fmt: skip
 TOLERANCE = 1e-5  # max |weight difference| allowed between 1 and 2 processes
 
@@ -59,6 +61,12 @@ def synthetic_zoo(seed: int = 0) -> dict:
         "cfg": CONFIG,
         "seed": 0,
         "class_names": [f"class {c}" for c in range(N_CLASSES)],
+        "drawer": TaskDrawer(
+            [torch.arange(N_CLASSES)],
+            torch.zeros(N_ZOO, dtype=torch.long),
+            K,
+            held_out={frozenset(map(int, ids.split())) for ids in val["class_ids"]},
+        ),
     }
 
 
@@ -119,6 +127,7 @@ def test_training_moves_the_weights(single):
     start = train_tina(**{**synthetic_zoo(), "cfg": fresh})[0].model.state_dict()
     change = max(float((weights[name] - start[name]).abs().max()) for name in weights)
     assert change > 100 * TOLERANCE
+    assert (history["fresh_loss"] > 0).all()  # the fresh tasks were trained on too
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
 
 

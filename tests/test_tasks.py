@@ -2,8 +2,9 @@
 
 import pandas as pd
 import pytest
+import torch
 
-from tina.tasks import class_ids, split_tasks
+from tina.tasks import TaskDrawer, class_ids, split_tasks
 
 SECTION = {
     "k": 5,
@@ -115,3 +116,53 @@ def test_too_many_tasks_is_a_clear_error():
 def test_ungrouped_sampling_mixes_groups():
     _, tasks = split_tasks(make_classes(), dict(SECTION, grouped=False), seed=0)
     assert set(tasks["group"]) == {"all"}
+
+
+def test_fresh_tasks_are_drawn_like_training_tasks(result):
+    """Fresh tasks (Tina's functional loss) hold k seen classes of one training task's group."""
+    split, tasks = result
+    drawer = TaskDrawer.from_tables(split, tasks)
+    drawn = drawer.draw(400, torch.Generator().manual_seed(0))
+    assert drawn.shape == (400, 5)
+    seen = set(split.loc[split["seen"], "class_id"])
+    group_of = dict(zip(split["class_id"], split["group"], strict=True))
+    held_out = set(sets_of(tasks, "val") + sets_of(tasks, "test_id"))
+    groups = []
+    for ids in drawn.tolist():
+        assert len(set(ids)) == 5 and set(ids) <= seen
+        assert frozenset(ids) not in held_out
+        members = {group_of[i] for i in ids}
+        groups.append("pooled" if members <= {"g2", "g3"} else members.pop())
+        assert len(members) <= 1 or members <= {"g2", "g3"}
+    # groups come at the training tasks' rates (here g0 : g1 : pooled)
+    train = tasks.loc[tasks["split"] == "train", "group"].value_counts(normalize=True)
+    drawn_rates = pd.Series(groups).value_counts(normalize=True)
+    for group, rate in train.items():
+        assert abs(drawn_rates.get(group, 0.0) - rate) < 0.08, (group, rate, drawn_rates)
+    again = drawer.draw(400, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, again)
+
+
+def test_fresh_tasks_never_repeat_a_held_out_set():
+    """In a group of 6 classes, 5 of the 6 five-class sets are test tasks: every fresh task of
+    that group is the sixth set. With every set held out, drawing is a clear error."""
+    from itertools import combinations
+
+    split = make_classes((6, 6)).assign(seen=True)
+    sets = [" ".join(map(str, c)) for c in combinations(range(6, 12), 5)]
+    tasks = pd.DataFrame(
+        {
+            "split": ["train", "train"] + ["test_id"] * 5,
+            "k": 5,
+            "group": ["g0"] + ["g1"] * 6,
+            "class_ids": ["0 1 2 3 4"] + sets,
+        }
+    )
+    drawer = TaskDrawer.from_tables(split, tasks)
+    drawn = [frozenset(ids) for ids in drawer.draw(200, torch.Generator()).tolist()]
+    of_g1 = {s for s in drawn if s <= set(range(6, 12))}
+    assert of_g1 == {frozenset(range(6, 11))}  # the training task's set, sets[0]
+    every_set = {frozenset(map(int, s.split())) for s in sets}
+    only_g1 = TaskDrawer(drawer.pools, drawer.task_pool[1:], 5, every_set)
+    with pytest.raises(ValueError, match="held-out"):
+        only_g1.draw(5, torch.Generator())

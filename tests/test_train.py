@@ -12,6 +12,7 @@ from tina.train import (
     ParamCodec,
     TinaConfig,
     _augment,
+    _functional_images,
     load_tina,
     save_tina,
     task_prompts,
@@ -150,3 +151,21 @@ def test_same_seed_same_nets_and_checkpoint_round_trip(zoo, trained, tmp_path):
     save_tina(tina, tmp_path / "tina.safetensors")
     again = load_tina(tmp_path / "tina.safetensors")
     assert torch.equal(a, again.generate(prompts, mask, classes, seed=5))
+
+
+def test_functional_images_are_augmented_like_the_zoo(zoo):
+    """The functional loss reads the indexed training images, unchanged with ``none`` and
+    shifted, mirrored and channel-shuffled (the zoo's augmentation, same draws) with ``color``."""
+    from tina.zoo import _as_float, augment, draw_augment
+
+    images = _as_float(zoo["images"][:40])
+    index = torch.tensor([[0, 5, 9], [3, 3, 7]])
+    plain = _functional_images(images, {"fn_index": index}, "none")
+    assert torch.equal(plain, images[index])
+    draws = draw_augment((2, 3), torch.Generator().manual_seed(0))
+    batch = {"fn_index": index, "fn_draws": draws}
+    coloured = _functional_images(images, batch, "color")
+    expected = augment(images[index.reshape(-1)], draws.reshape(-1, 4), "color")
+    assert coloured.shape == plain.shape
+    assert torch.equal(coloured, expected.reshape(plain.shape))
+    assert not torch.equal(coloured, plain)

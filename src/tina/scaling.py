@@ -27,6 +27,7 @@ from torch import Tensor
 from tina.config import from_section
 from tina.evaluate import EvalConfig, EvalContext, name_records, reference_records
 from tina.shards import Generic, Zoo
+from tina.tasks import TaskDrawer
 from tina.train import Tina, TinaConfig, train_tina
 from tina.zoo import derive_seed
 
@@ -118,6 +119,7 @@ def train_point(
         run.tasks[run.tasks["split"] == "val"], data.train_images, data.train_labels,
         data.test_images, data.test_labels, cfg, seed, data.classes["name"].tolist(),
         device=pick_device(device), precision=precision,
+        drawer=TaskDrawer.from_tables(run.class_split, run.tasks),
     )  # fmt: skip
     log.info(
         "trained Tina (width %d) on %d p-models for %d steps in %.1f s, validation %.4f",

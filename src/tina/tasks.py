@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 log = logging.getLogger("tina.tasks")
 
@@ -205,3 +206,50 @@ def class_ids(tasks: pd.DataFrame) -> list[list[int]]:
 
 def read_tasks(path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False)
+
+
+class TaskDrawer:
+    """Draws fresh k-class tasks of seen classes the way the training tasks were drawn.
+
+    Each draw picks a training task at random and draws k seen classes of its group (groups
+    pooled as in :func:`make_tasks`), so groups come at the training tasks' rates. A class set of
+    a validation or test task is never drawn. Tina's functional loss trains on these tasks: they
+    need no p-model, only the training images of their classes.
+    """
+
+    def __init__(self, pools: list[torch.Tensor], task_pool: torch.Tensor, k: int, held_out):
+        self.pools = pools
+        self.task_pool = task_pool
+        self.k = k
+        self.held_out = held_out
+
+    @classmethod
+    def from_tables(cls, split: pd.DataFrame, tasks: pd.DataFrame) -> TaskDrawer:
+        """From the class split and the task table (:func:`split_tasks`)."""
+        train = tasks[tasks["split"] == "train"]
+        k = int(train["k"].max())
+        grouped = bool((train["group"] != ALL_CLASSES).any())
+        pools = _pools(split, grouped, k)
+        pools.setdefault(ALL_CLASSES, _seen_unseen(split))  # tasks drawn across every group
+        names = sorted(pools)
+        index = {name: i for i, name in enumerate(names)}
+        task_pool = torch.tensor([index[g] for g in train["group"]])
+        held_out = {frozenset(ids) for ids in class_ids(tasks[tasks["split"] != "train"])}
+        return cls([torch.as_tensor(pools[n][0]) for n in names], task_pool, k, held_out)
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``[n, k]`` class ids of ``n`` fresh tasks, in random order."""
+        tasks: list[torch.Tensor] = []
+        attempts = 0
+        while len(tasks) < n:
+            attempts += 1
+            if attempts > 50 * n + 100:
+                raise ValueError(
+                    "cannot draw fresh tasks: nearly every class set is a held-out task's"
+                )
+            pick = torch.randint(len(self.task_pool), (1,), generator=generator)
+            pool = self.pools[int(self.task_pool[pick])]
+            ids = pool[torch.randperm(len(pool), generator=generator)[: self.k]]
+            if frozenset(ids.tolist()) not in self.held_out:
+                tasks.append(ids)
+        return torch.stack(tasks)

@@ -12,6 +12,14 @@ Training adds, per sample:
   class's generic row, so Tina learns to write a row from the prompt alone (unseen classes);
 - prompt dropout for classifier-free guidance.
 
+With ``functional_weight`` the loss adds the cross-entropy of the net decoded from the predicted
+x0 on its task's training images. ``functional_tasks`` adds that many *fresh* tasks per batch:
+new class sets of seen classes drawn like the training tasks (never a validation or test
+task's set, :class:`tina.tasks.TaskDrawer`). They have no p-model, so only this cross-entropy
+trains on them; their ``x_t`` is the model's own prediction from pure noise, noised to a random
+level, which is what the sampler feeds it. They teach Tina class combinations that no p-model
+covers.
+
 Checkpoints are selected by the accuracy of generated models on validation tasks.
 """
 
@@ -35,9 +43,12 @@ from tina.diffusion import Schedule, ddim_sample, ddpm_sample, guided
 from tina.io import load_tensors, progress, save_tensors
 from tina.model import ParamLayout, TinaTransformer
 from tina.nets import NetSpec, forward, split_body
-from tina.zoo import PAD, _as_float, derive_seed, evaluate
+from tina.tasks import TaskDrawer
+from tina.zoo import PAD, _as_float, augment, derive_seed, draw_augment, evaluate
 
 log = logging.getLogger("tina.train")
+
+MODEL_INPUTS = ("x_t", "t", "prompts", "mask", "base_in", "drop")  # a batch's transformer inputs
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,8 @@ class TinaConfig:
     timesteps: int = 1000
     functional_weight: float = 0.0
     functional_images: int = 8
+    functional_tasks: int = 0
+    functional_augment: str = "none"
     eval_every: int = 500
     eval_sampler_steps: int = 10
     guidance: float = 1.0
@@ -346,17 +359,36 @@ def _functional_loss(
     params: Tensor,
     mask: Tensor,
     images: Tensor,
-    index: Tensor,
     target: Tensor,
     spec: NetSpec,
     body: Tensor | None,
 ) -> Tensor:
-    """Cross-entropy of the decoded nets on their tasks' training images ``index [b, n]``
-    (drawn by :func:`_draw_batch`), whose labels are the slots ``target [b, n]``."""
-    b, n = index.shape
-    logits = forward(params, images[index.to(images.device)], spec, body=body)
-    logits = logits.masked_fill(~mask.to(logits.device).unsqueeze(1), float("-inf"))
-    return F.cross_entropy(logits.reshape(b * n, -1), target.reshape(-1).to(logits.device))
+    """Cross-entropy of the decoded nets on their tasks' training images ``images [b, n, ...]``
+    (drawn by :func:`_draw_batch` or :func:`_draw_fresh`), labelled by slot ``target [b, n]``."""
+    b, n = target.shape
+    logits = forward(params, images, spec, body=body)
+    logits = logits.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(logits.reshape(b * n, -1), target.reshape(-1))
+
+
+def _functional_images(images: Tensor, batch: dict, mode: str) -> Tensor:
+    """Training images ``[b, n, C, H, W]`` at ``batch["fn_index"]``, augmented in ``mode`` by
+    the batch's ``fn_draws`` (drawn only when the mode augments)."""
+    index = batch["fn_index"]
+    picked = images[index.reshape(-1)]
+    if "fn_draws" in batch:
+        picked = augment(picked, batch["fn_draws"].reshape(-1, 4), mode)
+    return picked.reshape(*index.shape, *images.shape[1:])
+
+
+@torch.no_grad()
+def _noised_own_guess(model, fresh: dict, schedule: Schedule, amp: MixedPrecision) -> Tensor:
+    """``x_t`` of fresh tasks: their x0 is the model's own prediction from pure noise (what the
+    sampler's first step sees), noised to each task's level ``t``."""
+    top = torch.full_like(fresh["t"], schedule.T - 1)
+    with amp.autocast():
+        guess = model(fresh["noise_T"], top, fresh["prompts"], fresh["mask"], fresh["base_in"])
+    return schedule.q_sample(guess.float(), fresh["t"], fresh["noise"])
 
 
 def _class_index(labels: Tensor, n_classes: int) -> Tensor:
@@ -405,7 +437,36 @@ def _draw_batch(zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg,
         pick = (torch.rand(cfg.batch_size, n, generator=g) * by_class.shape[1]).long()
         batch["fn_target"] = target
         batch["fn_index"] = by_class[classes.gather(1, target), pick]
+        if cfg.functional_augment != "none":
+            batch["fn_draws"] = draw_augment((cfg.batch_size, n), g)
     return batch
+
+
+def _draw_fresh(drawer, known, codec, class_emb, schedule, cfg, g, by_class):
+    """Fresh tasks for the functional loss alone (:class:`tina.tasks.TaskDrawer`): no p-model
+    exists for them, so they are noised from the model's own prediction (see :func:`train_tina`)
+    and only the cross-entropy of their decoded nets on their training images trains on them."""
+    n, images = cfg.functional_tasks, cfg.functional_images
+    classes = drawer.draw(n, g)
+    mask = torch.ones_like(classes, dtype=torch.bool)
+    base = codec.base(classes, known[classes])
+    target = torch.randint(classes.shape[1], (n, images), generator=g)
+    pick = (torch.rand(n, images, generator=g) * by_class.shape[1]).long()
+    fresh = {
+        "classes": classes,
+        "mask": mask,
+        "base": base,
+        "base_in": base / codec.std if cfg.residual else torch.zeros_like(base),
+        "prompts": class_emb[classes],
+        "noise_T": torch.randn(n, codec.spec.num_params, generator=g),
+        "t": torch.randint(0, schedule.T, (n,), generator=g),
+        "noise": torch.randn(n, codec.spec.num_params, generator=g),
+        "fn_target": target,
+        "fn_index": by_class[classes.gather(1, target), pick],
+    }
+    if cfg.functional_augment != "none":
+        fresh["fn_draws"] = draw_augment((n, images), g)
+    return fresh
 
 
 def train_tina(
@@ -426,6 +487,7 @@ def train_tina(
     dist=None,
     device: torch.device | str | None = None,
     precision: str = "fp32",
+    drawer: TaskDrawer | None = None,
 ) -> tuple[Tina, pd.DataFrame]:
     """Train Tina on training p-models ``zoo_params [N, P]`` of tasks ``zoo_classes [N, k]``.
 
@@ -440,6 +502,9 @@ def train_tina(
     ``device`` (default the CPU, or ``dist.device``) runs the model; batches are drawn on the
     CPU and moved, so the random draws do not depend on the device. ``precision`` bf16/fp16
     autocasts the forward pass on CUDA (fp32 on the CPU). The returned model is on the CPU.
+
+    ``drawer`` (a :class:`tina.tasks.TaskDrawer`) supplies the ``cfg.functional_tasks`` fresh
+    tasks of every batch; without one, Tina trains on the zoo's tasks only.
     """
     is_main = dist is None or dist.rank == 0
     device = dist.device if dist is not None else torch.device(device or "cpu")
@@ -482,26 +547,48 @@ def train_tina(
     window = []  # training losses since the last evaluation
     start = time.perf_counter()
     rank = dist.shard(cfg.batch_size) if dist is not None else slice(None)
+    fresh_tasks = drawer is not None and cfg.functional_tasks > 0 and cfg.functional_weight > 0
+    fresh_rank = (
+        dist.shard(cfg.functional_tasks) if dist is not None and fresh_tasks else slice(None)
+    )
     for step in progress(range(cfg.steps), desc="train_tina", disable=not is_main):
         model.train()
         batch = _draw_batch(
             zoo_params, zoo_classes, known, codec, class_emb, schedule, cfg, g, by_class
         )
         local = {name: value[rank].to(device) for name, value in batch.items()}
-        base_in = local["base_in"] if cfg.residual else None
+        parts = [local]
+        if fresh_tasks:
+            fresh_batch = _draw_fresh(drawer, known, codec, class_emb, schedule, cfg, g, by_class)
+            fresh = {name: value[fresh_rank].to(device) for name, value in fresh_batch.items()}
+            fresh["x_t"] = _noised_own_guess(model, fresh, schedule, amp)
+            fresh["drop"] = torch.zeros_like(fresh["t"], dtype=torch.bool)
+            parts.append(fresh)
+        inputs = {name: torch.cat([part[name] for part in parts]) for name in MODEL_INPUTS}
         with amp.autocast():
-            x0_hat = model(
-                local["x_t"], local["t"], local["prompts"], local["mask"], base_in, local["drop"]
-            )
+            out = model(
+                inputs["x_t"], inputs["t"], inputs["prompts"], inputs["mask"],
+                inputs["base_in"] if cfg.residual else None, inputs["drop"],
+            )  # fmt: skip
+        x0_hat = out[: len(local["t"])]
         # normalised by the GLOBAL weight, so summing ranks' gradients gives the batch gradient
         loss = ((x0_hat - local["x0"]) ** 2 * local["weight"]).sum() / batch["weight"].sum()
-        fn_loss = torch.zeros(())
+        fn_loss, fresh_loss = torch.zeros(()), torch.zeros(())
         if cfg.functional_weight > 0:
-            nets = codec_on_device.decode(x0_hat, local["base"])
+            nets = codec_on_device.decode(x0_hat.float(), local["base"])
+            fn_images = _functional_images(images_f, local, cfg.functional_augment)
             fn_loss = _functional_loss(
-                nets, local["mask"], images_f, local["fn_index"], local["fn_target"], spec, body
+                nets, local["mask"], fn_images, local["fn_target"], spec, body
             )
             loss = loss + cfg.functional_weight * fn_loss * len(x0_hat) / cfg.batch_size
+        if fresh_tasks:
+            nets = codec_on_device.decode(out[len(x0_hat) :].float(), fresh["base"])
+            fn_images = _functional_images(images_f, fresh, cfg.functional_augment)
+            fresh_loss = _functional_loss(
+                nets, fresh["mask"], fn_images, fresh["fn_target"], spec, body
+            )
+            share = len(fresh["t"]) / cfg.functional_tasks
+            loss = loss + cfg.functional_weight * fresh_loss * share
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
@@ -513,7 +600,8 @@ def train_tina(
         amp.step(opt)
         update_ema(ema, model, step, cfg.ema)
         if dist is not None:  # the global batch's losses, for the log
-            loss, fn_loss = dist.all_sum(loss), dist.all_sum(fn_loss) / dist.world
+            loss = dist.all_sum(loss)
+            fn_loss, fresh_loss = (dist.all_sum(x) / dist.world for x in (fn_loss, fresh_loss))
         window.append(loss.item())
         last = step + 1 == cfg.steps
         if is_main and ((step + 1) % cfg.eval_every == 0 or last):
@@ -523,6 +611,7 @@ def train_tina(
                     "step": step + 1,
                     "loss": sum(window) / len(window),
                     "functional_loss": fn_loss.item(),
+                    "fresh_loss": fresh_loss.item(),
                     "val_accuracy": acc,
                     "seconds": time.perf_counter() - start,
                 }
@@ -650,6 +739,7 @@ def train_tina_stage(
 
     dataset = load_dataset(inputs.dataset, inputs.classes)
     tasks = read_tasks(inputs.tasks)
+    split = pd.read_csv(inputs.class_split, keep_default_na=False)
     generic = load_generic(inputs.generic)
     zoo = load_zoo(list(inputs.zoo))
     k = int(tasks["k"].max())
@@ -665,4 +755,5 @@ def train_tina_stage(
         dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
         TinaConfig.from_config(section), seed, dataset.classes["name"].tolist(),
         dist=dist, device=device, precision=section.get("precision", "fp32"),
+        drawer=TaskDrawer.from_tables(split, tasks),
     )  # fmt: skip

@@ -115,12 +115,12 @@ def augment(images: Tensor, draws: Tensor, mode: str) -> Tensor:
         return images
     n, _, height, width = images.shape
     padded = F.pad(images, (MAX_SHIFT,) * 4, mode="replicate")
-    rows = (MAX_SHIFT + draws[:, :1]) + torch.arange(height)
-    cols = (MAX_SHIFT + draws[:, 1:2]) + torch.arange(width)
+    rows = (MAX_SHIFT + draws[:, :1]) + torch.arange(height, device=draws.device)
+    cols = (MAX_SHIFT + draws[:, 1:2]) + torch.arange(width, device=draws.device)
     cols = torch.where(draws[:, 2:3].bool(), cols.flip(1), cols)
     picked = padded[torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     if mode == "color":
-        order = _CHANNEL_ORDERS[draws[:, 3]][:, None, None, :].expand_as(picked)
+        order = _CHANNEL_ORDERS.to(draws.device)[draws[:, 3]][:, None, None, :].expand_as(picked)
         picked = torch.gather(picked, -1, order)
     return picked.permute(0, 3, 1, 2)
 
