@@ -739,7 +739,11 @@ def train_tina_stage(
 
     dataset = load_dataset(inputs.dataset, inputs.classes)
     tasks = read_tasks(inputs.tasks)
-    split = pd.read_csv(inputs.class_split, keep_default_na=False)
+    cfg = TinaConfig.from_config(section)
+    drawer = None
+    if cfg.functional_tasks > 0:  # fresh tasks are drawn from the class split's groups
+        split = pd.read_csv(inputs.class_split, keep_default_na=False)
+        drawer = TaskDrawer.from_tables(split, tasks)
     generic = load_generic(inputs.generic)
     zoo = load_zoo(list(inputs.zoo))
     k = int(tasks["k"].max())
@@ -753,7 +757,6 @@ def train_tina_stage(
     return train_tina(
         params, classes, generic.flat, spec, class_emb, known, val_tasks,
         dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels,
-        TinaConfig.from_config(section), seed, dataset.classes["name"].tolist(),
-        dist=dist, device=device, precision=section.get("precision", "fp32"),
-        drawer=TaskDrawer.from_tables(split, tasks),
+        cfg, seed, dataset.classes["name"].tolist(),
+        dist=dist, device=device, precision=section.get("precision", "fp32"), drawer=drawer,
     )  # fmt: skip
