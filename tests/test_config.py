@@ -93,6 +93,18 @@ def test_more_tasks_than_class_combinations():
         validate_config(config)
 
 
+def test_fresh_tasks_need_the_functional_loss_and_split_over_devices():
+    config = default()
+    config["tina"].update(functional_tasks=16, functional_weight=0.0)
+    with pytest.raises(ConfigError, match="functional_weight is 0"):
+        validate_config(config)
+    config["tina"].update(functional_weight=1.0, devices=3)
+    with pytest.raises(ConfigError, match="does not split over tina.devices = 3"):
+        validate_config(config)
+    config["tina"].update(devices=4)
+    validate_config(config)
+
+
 def test_validation_does_not_change_a_valid_config_value():
     config = default()
     before = copy.deepcopy(config)

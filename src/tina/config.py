@@ -87,6 +87,18 @@ def check_semantics(config: dict) -> None:
                 + ("at most tasks.k" if name == "ood_unseen" else "smaller than tasks.k")
                 + f" ({k})"
             )
+    tina = config["tina"]
+    if tina["functional_tasks"] > 0 and tina["functional_weight"] == 0:
+        raise ConfigError(
+            "invalid config: tina.functional_tasks = "
+            f"{tina['functional_tasks']} trains by the functional loss alone, but "
+            "tina.functional_weight is 0; give it a weight (e.g. 1.0) or set functional_tasks: 0"
+        )
+    if tina["devices"] > 1 and tina["functional_tasks"] % tina["devices"]:
+        raise ConfigError(
+            f"invalid config: tina.functional_tasks = {tina['functional_tasks']} does not split "
+            f"over tina.devices = {tina['devices']}: make it a multiple of it"
+        )
     n_classes = KNOWN_CLASS_COUNTS.get(data["dataset"])
     if data["dataset"] == "medmnist_npz" and data.get("class_names"):
         n_classes = len(data["class_names"])
