@@ -169,3 +169,23 @@ def test_functional_images_are_augmented_like_the_zoo(zoo):
     assert coloured.shape == plain.shape
     assert torch.equal(coloured, expected.reshape(plain.shape))
     assert not torch.equal(coloured, plain)
+
+
+def test_fresh_tasks_train_without_a_residual_base(zoo):
+    """Fresh tasks (functional loss only) also train a Tina that diffuses raw parameters."""
+    from tina.tasks import TaskDrawer
+
+    train, val = zoo["tasks"].iloc[:24], zoo["tasks"].iloc[24:]
+    held_out = {frozenset(ids) for ids in val["class_ids"]}
+    drawer = TaskDrawer([torch.tensor(SEEN)], torch.zeros(24, dtype=torch.long), K, held_out)
+    known = torch.zeros(len(NAMES), dtype=torch.bool)
+    known[SEEN] = True
+    cfg = tiny_config(
+        steps=6, eval_every=6, residual=False, functional_weight=1.0, functional_tasks=4
+    )
+    _, history = train_tina(
+        zoo["params"][:24], task_classes(train, K), zoo["generic"], zoo["spec"], zoo["emb"],
+        known, val, zoo["images"], zoo["labels"], zoo["test_images"], zoo["test_labels"],
+        cfg, seed=0, class_names=NAMES, drawer=drawer,
+    )  # fmt: skip
+    assert history["fresh_loss"].iloc[-1] > 0

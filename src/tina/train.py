@@ -386,8 +386,9 @@ def _noised_own_guess(model, fresh: dict, schedule: Schedule, amp: MixedPrecisio
     """``x_t`` of fresh tasks: their x0 is the model's own prediction from pure noise (what the
     sampler's first step sees), noised to each task's level ``t``."""
     top = torch.full_like(fresh["t"], schedule.T - 1)
+    base_in = fresh["base_in"] if model.use_base else None
     with amp.autocast():
-        guess = model(fresh["noise_T"], top, fresh["prompts"], fresh["mask"], fresh["base_in"])
+        guess = model(fresh["noise_T"], top, fresh["prompts"], fresh["mask"], base_in)
     return schedule.q_sample(guess.float(), fresh["t"], fresh["noise"])
 
 
