@@ -119,7 +119,7 @@ def train_point(
         run.tasks[run.tasks["split"] == "val"], data.train_images, data.train_labels,
         data.test_images, data.test_labels, cfg, seed, data.classes["name"].tolist(),
         device=pick_device(device), precision=precision,
-        drawer=TaskDrawer.from_tables(run.class_split, run.tasks) if cfg.functional_tasks else None,
+        drawer=TaskDrawer.from_tables(run.class_split, run.tasks),
     )  # fmt: skip
     log.info(
         "trained Tina (width %d) on %d p-models for %d steps in %.1f s, validation %.4f",

@@ -454,7 +454,6 @@ def _draw_fresh(drawer, known, codec, class_emb, schedule, cfg, g, by_class):
     target = torch.randint(classes.shape[1], (n, images), generator=g)
     pick = (torch.rand(n, images, generator=g) * by_class.shape[1]).long()
     fresh = {
-        "classes": classes,
         "mask": mask,
         "base": base,
         "base_in": base / codec.std if cfg.residual else torch.zeros_like(base),
