@@ -15,7 +15,7 @@ include: "rules/data.smk"
 include: "rules/zoo.smk"
 include: "rules/tina.smk"
 include: "rules/evaluate.smk"
-include: "rules/figures.smk"
+include: "rules/report.smk"
 
 
 rule all:

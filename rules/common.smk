@@ -11,6 +11,7 @@ os.environ.update(
 )
 
 from tina.config import ConfigError, validate_config
+from tina.evaluate.experiments import EXPERIMENTS
 from tina.preflight import check_resources
 
 try:
@@ -42,10 +43,42 @@ def zoo_shards():
     )
 
 
-# Experiments with one records file each, eval/<experiment>.csv (see tina.evaluate).
-EVAL_EXPERIMENTS = ["names", "descriptions", "image_prompts", "kway", "unseen", "order", "sampler"]
 # Scaling curves: point kind -> the config key listing its values.
 SCALING_KEYS = {"tasks": "tasks", "width": "widths", "net": "nets"}
+
+
+def evaluation_inputs(wildcards):
+    """Inputs that every evaluation job reads: data, tasks, zoo, prompts and the trained Tina."""
+    return {
+        "dataset": rules.prepare_data.output.dataset,
+        "classes": rules.prepare_data.output.classes,
+        "tasks": rules.split_tasks.output.tasks,
+        "zoo": zoo_shards(),
+        "embeddings": rules.embed_prompts.output.embeddings,
+        "tina": rules.train_tina.output.model,
+    }
+
+
+def experiment_inputs(wildcards):
+    """Inputs of one experiment (tina.evaluate.experiments.EXPERIMENTS): the evaluation inputs,
+    plus the baselines' records or the image projection where the experiment takes them."""
+    experiment = EXPERIMENTS[wildcards.experiment]
+    inputs = evaluation_inputs(wildcards)
+    if experiment.baselines:
+        inputs["baselines"] = rules.evaluate_baselines.output.records
+    if experiment.images:
+        inputs["projection"] = rules.fit_image_projection.output.projection
+    return inputs
+
+
+def experiment_encoder(wildcards):
+    """The encoder section for an experiment that embeds images (None for the others)."""
+    return config["encoder"] if EXPERIMENTS[wildcards.experiment].images else None
+
+
+def experiment_message(wildcards):
+    """The registry's message of one experiment, filled in from the evaluate section."""
+    return EXPERIMENTS[wildcards.experiment].message.format(**config["evaluate"])
 
 
 def scaling_records(kind):
@@ -56,14 +89,14 @@ def scaling_records(kind):
 
 def eval_records():
     """Records file of every evaluation experiment and scaling point."""
-    files = [f"{RESULTS}/eval/{experiment}.csv" for experiment in EVAL_EXPERIMENTS]
+    files = [f"{RESULTS}/eval/{experiment}.csv" for experiment in EXPERIMENTS]
     return files + [f for kind in SCALING_KEYS for f in scaling_records(kind)]
 
 
 def report_experiments():
     """Every experiment that gets a table and a figure."""
     scaling = [f"scaling_{kind}" for kind in SCALING_KEYS if scaling_records(kind)]
-    return EVAL_EXPERIMENTS + scaling + ["novelty"]
+    return [*EXPERIMENTS, *scaling, "novelty"]
 
 
 def experiment_records(wildcards):
@@ -81,20 +114,16 @@ def report_outputs():
     return [*tables, *figures, f"{RESULTS}/summary.json", f"{RESULTS}/results.md"]
 
 
-# Report category of each experiment's table and figure.
+# Report category of each experiment's table and figure: the registry's experiments numbered in
+# their order, then the scaling curves and novelty.
 REPORT_CATEGORIES = {
-    "names": "1. Class-name prompts",
-    "descriptions": "2. Description prompts",
-    "image_prompts": "3. Image prompts",
-    "kway": "4. Fewer classes (k-way)",
-    "unseen": "5. Unseen classes",
-    "order": "6. Class order",
-    "sampler": "7. Sampler",
-    "scaling_tasks": "8. Scaling",
-    "scaling_width": "8. Scaling",
-    "scaling_net": "8. Scaling",
-    "novelty": "9. Novelty",
+    name: f"{number}. {experiment.category}"
+    for number, (name, experiment) in enumerate(EXPERIMENTS.items(), 1)
 }
+REPORT_CATEGORIES |= {
+    f"scaling_{kind}": f"{len(EXPERIMENTS) + 1}. Scaling" for kind in SCALING_KEYS
+}
+REPORT_CATEGORIES["novelty"] = f"{len(EXPERIMENTS) + 2}. Novelty"
 
 
 def experiment_category(wildcards):

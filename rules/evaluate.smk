@@ -1,16 +1,12 @@
 # Evaluation: every experiment of the paper on the trained Tina, against its baselines.
-# Each experiment writes eval/<experiment>.csv in the record format of tina.report; the scaling
-# curves write one file per point; novelty writes its own columns (see tina.novelty).
+# One job per experiment of the registry tina.evaluate.experiments.EXPERIMENTS writes
+# eval/<experiment>.csv in the record format of tina.evaluate.records; the scaling curves write
+# one file per point; novelty writes its own columns (see tina.evaluate.novelty).
 
 
 rule evaluate_baselines:
     input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
+        unpack(evaluation_inputs),
     output:
         records=f"{RESULTS}/eval/baselines/records.csv",
     log:
@@ -26,27 +22,24 @@ rule evaluate_baselines:
     params:
         evaluate=config["evaluate"],
         seed=config["seed"],
+        device=config["device"],
     message:
         "Training and scoring retrieval, ridge and hypernetwork on every test task"
     script:
         "../src/scripts/evaluate_baselines.py"
 
 
-rule evaluate_names:
+rule evaluate_experiment:
     input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-        baselines=rules.evaluate_baselines.output.records,
+        unpack(experiment_inputs),
     output:
-        records=f"{RESULTS}/eval/names.csv",
+        records=f"{RESULTS}/eval/{{experiment}}.csv",
     log:
-        f"{RESULTS}/logs/evaluate_names.log",
+        f"{RESULTS}/logs/evaluate_experiment/{{experiment}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate_names/job.tsv"
+        f"{RESULTS}/benchmarks/evaluate_experiment/{{experiment}}.tsv"
+    wildcard_constraints:
+        experiment="|".join(EXPERIMENTS),
     conda:
         ENV
     threads: 1
@@ -54,207 +47,21 @@ rule evaluate_names:
         mem_mb=3000,
         runtime=20,
     params:
-        experiment="names",
+        experiment="{experiment}",
         evaluate=config["evaluate"],
         seed=config["seed"],
+        encoder=experiment_encoder,
+        device=config["device"],
+        message=experiment_message,
     message:
-        "Evaluating class-name prompts on ID and OOD test tasks"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_descriptions:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-    output:
-        records=f"{RESULTS}/eval/descriptions.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_descriptions.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_descriptions/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="descriptions",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-    message:
-        "Evaluating description prompts"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_image_prompts:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-        projection=rules.fit_image_projection.output.projection,
-    output:
-        records=f"{RESULTS}/eval/image_prompts.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_image_prompts.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_image_prompts/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="image_prompts",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-        encoder=config["encoder"],
-    message:
-        "Evaluating image prompts with {params.evaluate[shots]} images per class"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_kway:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-        baselines=rules.evaluate_baselines.output.records,
-    output:
-        records=f"{RESULTS}/eval/kway.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_kway.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_kway/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="kway",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-    message:
-        "Evaluating tasks with fewer classes than the net has slots"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_unseen:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-        baselines=rules.evaluate_baselines.output.records,
-    output:
-        records=f"{RESULTS}/eval/unseen.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_unseen.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_unseen/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="unseen",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-    message:
-        "Evaluating tasks by their number of unseen classes"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_order:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-    output:
-        records=f"{RESULTS}/eval/order.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_order.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_order/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="order",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-    message:
-        "Evaluating {params.evaluate[orders]} class orders per task"
-    script:
-        "../src/scripts/evaluate_experiment.py"
-
-
-rule evaluate_sampler:
-    input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
-    output:
-        records=f"{RESULTS}/eval/sampler.csv",
-    log:
-        f"{RESULTS}/logs/evaluate_sampler.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_sampler/job.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    params:
-        experiment="sampler",
-        evaluate=config["evaluate"],
-        seed=config["seed"],
-    message:
-        "Comparing DDPM with DDIM sampling"
+        "{params.message}"
     script:
         "../src/scripts/evaluate_experiment.py"
 
 
 rule evaluate_novelty:
     input:
-        dataset=rules.prepare_data.output.dataset,
-        classes=rules.prepare_data.output.classes,
-        tasks=rules.split_tasks.output.tasks,
-        zoo=zoo_shards(),
-        embeddings=rules.embed_prompts.output.embeddings,
-        tina=rules.train_tina.output.model,
+        unpack(evaluation_inputs),
     output:
         records=f"{RESULTS}/eval/novelty.csv",
     log:
@@ -270,6 +77,7 @@ rule evaluate_novelty:
     params:
         evaluate=config["evaluate"],
         seed=config["seed"],
+        device=config["device"],
     message:
         "Measuring the novelty of generated models"
     script:

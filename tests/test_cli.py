@@ -24,23 +24,15 @@ from safetensors.torch import load_file, save_file
 from shapes import NAMES, shape_images
 
 from tina import cli
-from tina.encoders import fit_image_projection, save_projection
-from tina.generate import (
-    RUN_FILES,
-    TinaError,
-    _encoder,
-    _standalone,
-    generate_model,
-    load_model,
-    predict,
-    save_model,
-    sidecar_path,
-)
+from tina.generate import RUN_FILES, generate_model, prompt_encoder, standalone
+from tina.generated import TinaError, load_model, predict, save_model, sidecar_path
 from tina.io import save_tensors, write_csv
 from tina.nets import CNN, NetSpec, forward, init_params, split_body
-from tina.prompts import generic_features
-from tina.train import TinaConfig, save_tina, train_tina
-from tina.zoo import finetune_pmodels, task_classes, train_generic
+from tina.prompts import fit_image_projection, generic_features, save_projection
+from tina.sampling import TinaConfig, save_tina
+from tina.tasks import task_classes
+from tina.train import TrainData, train_tina
+from tina.zoo.finetune import finetune_pmodels, train_generic
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 4  # classes per generated net
@@ -80,7 +72,7 @@ def run_dir(tmp_path_factory) -> Path:
     zoo, _ = finetune_pmodels(
         data, tasks, generic, spec, steps=30, lr=0.005, batch_size=32, seed=0, progress=False
     )
-    encoder = _encoder("minilm", None, False)  # the same cached encoder that generate uses
+    encoder = prompt_encoder("minilm", None, False)  # the same cached encoder that generate uses
     name_emb = encoder.encode_text(NAMES)
     known = torch.zeros(len(NAMES), dtype=torch.bool)
     known[SEEN] = True
@@ -88,10 +80,12 @@ def run_dir(tmp_path_factory) -> Path:
         width=32, depth=1, heads=2, chunk_size=256, steps=80, batch_size=16, warmup=10,
         eval_every=40, eval_sampler_steps=5,
     )  # fmt: skip
-    tina, _ = train_tina(
-        zoo[:12], task_classes(tasks[:12], K), generic, spec, name_emb, known, tasks[12:],
-        train_x, train_y, test_x, test_y, cfg, 0, NAMES,
+    train_data = TrainData(
+        params=zoo[:12], classes=task_classes(tasks[:12], K), generic=generic, spec=spec,
+        class_emb=name_emb, known=known, class_names=NAMES, val_tasks=tasks[12:],
+        images=train_x, labels=train_y, test_images=test_x, test_labels=test_y,
     )  # fmt: skip
+    tina, _ = train_tina(train_data, cfg, seed=0)
     tina.meta.update(
         encoder={"name": "minilm", "path": None, "allow_download": False}, image_size=16
     )
@@ -231,7 +225,7 @@ def test_head_only_tina_gets_the_generic_body():
     spec_all = spec.with_classes(len(NAMES), head_only=False)
     generic, heads = init_params(spec_all, g), init_params(spec, g)
     codec = types.SimpleNamespace(generic=generic, spec_all=spec_all)
-    params, net_spec = _standalone(heads, types.SimpleNamespace(spec=spec, codec=codec), 3)
+    params, net_spec = standalone(heads, types.SimpleNamespace(spec=spec, codec=codec), 3)
     assert net_spec == NetSpec("cnn5k", 3) and params.shape == (net_spec.num_params,)
     images = torch.rand(1, 5, 3, 16, 16, generator=g) * 2 - 1
     body = split_body(generic, spec_all)[0]

@@ -1,12 +1,16 @@
-"""Config validation: defaults fill in, and each bad config is rejected with the key named."""
+"""Config validation: defaults fill in, and each bad config is rejected with the key named;
+the config dataclasses' defaults are the schema's (the defaults live in one place)."""
 
+import ast
 import copy
+import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tina.config import ConfigError, load_config, validate_config
+from tina.config import SCHEMA_PATH, ConfigError, load_config, load_schema, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +31,6 @@ def with_change(path: str, value):
 
 def test_shipped_configs_validate_and_fill_defaults():
     for path in sorted((ROOT / "config").glob("*.yaml")):
-        if path.name == "schema.yaml":
-            continue
         config = load_config(path)
         assert config["run"] and config["tina"]["steps"] >= 1, path.name
     config = validate_config({})
@@ -132,3 +134,90 @@ def test_preflight_names_a_missing_dataset_root(tmp_path):
     config["tasks"].update(ood_unseen=[1, 5])
     with pytest.raises(FileNotFoundError, match="CIFAR-100"):
         check_resources(config)
+
+
+# --------------------------------------------------------------------------- one set of defaults
+# Each config dataclass and the schema section it reads (its ``from_config(section)``).
+CONFIG_CLASSES = {
+    "TinaConfig": ("tina.sampling", "tina"),
+    "EvalConfig": ("tina.evaluate.context", "evaluate"),
+    "TaskConfig": ("tina.tasks", "tasks"),
+    "ScalingConfig": ("tina.scaling", "scaling"),
+}
+# Module constants that repeat a schema default: (module, name, key) -> schema section path.
+CONSTANTS = [
+    ("tina.generate", "DEFAULT_IMAGE_SIZE", ("data", "image_size")),
+    ("tina.wordnet", "DEFAULT_ROOT", ("data", "wordnet_root")),
+]
+
+
+def schema_section(name: str) -> dict:
+    return load_schema()["properties"][name]["properties"]
+
+
+def as_tuples(value):
+    """Schema lists compare with dataclass tuples."""
+    return tuple(as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def test_the_schema_ships_in_the_package():
+    assert SCHEMA_PATH.is_file() and SCHEMA_PATH.parent.name == "tina"
+    assert not (ROOT / "config" / "schema.yaml").exists()
+
+
+def test_every_config_dataclass_is_checked():
+    """Every ``*Config`` dataclass of the package is in CONFIG_CLASSES (a new one joins it)."""
+    found = set()
+    for path in sorted((ROOT / "src" / "tina").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                decorators = [ast.unparse(d) for d in node.decorator_list]
+                if any(d.startswith(("dataclass", "dataclasses.dataclass")) for d in decorators):
+                    module = path.relative_to(ROOT / "src").with_suffix("").parts
+                    found.add((node.name, ".".join(p for p in module if p != "__init__")))
+    assert found == {(name, module) for name, (module, _) in CONFIG_CLASSES.items()}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CLASSES))
+def test_dataclass_defaults_are_the_schema_defaults(name):
+    module, section = CONFIG_CLASSES[name]
+    cls = getattr(importlib.import_module(module), name)
+    keys = schema_section(section)
+    for field in dataclasses.fields(cls):
+        assert field.name in keys, f"{name}.{field.name} is not a key of the {section} section"
+        assert "default" in keys[field.name], f"{section}.{field.name} has no schema default"
+        if field.default is dataclasses.MISSING:
+            continue
+        expected = as_tuples(keys[field.name]["default"])
+        assert field.default == expected and type(field.default) is type(expected), (
+            f"{name}.{field.name} defaults to {field.default!r}, "
+            f"the schema's {section}.{field.name} to {expected!r}"
+        )
+
+
+@pytest.mark.parametrize("name", list(CONFIG_CLASSES))
+def test_the_default_config_gives_the_dataclass_defaults(name):
+    """``from_config`` of the schema-filled default section equals the dataclass's defaults."""
+    module, section = CONFIG_CLASSES[name]
+    cls = getattr(importlib.import_module(module), name)
+    built = cls.from_config(validate_config({})[section])
+    for field in dataclasses.fields(cls):
+        value = getattr(built, field.name)
+        if field.default is not dataclasses.MISSING:
+            assert value == field.default, f"{name}.{field.name}"
+        assert as_tuples(value) == value, f"{name}.{field.name}: a list where a tuple belongs"
+
+
+@pytest.mark.parametrize(("module", "name", "key"), CONSTANTS, ids=[c[1] for c in CONSTANTS])
+def test_module_constants_are_the_schema_defaults(module, name, key):
+    section, field = key
+    value = getattr(importlib.import_module(module), name)
+    assert value == schema_section(section)[field]["default"], f"{module}.{name}"
+
+
+def test_the_generator_s_default_encoder_is_the_schema_s():
+    from tina.generate import DEFAULT_ENCODER
+
+    keys = schema_section("encoder")
+    for name, value in DEFAULT_ENCODER.items():
+        assert value == keys[name]["default"], f"DEFAULT_ENCODER[{name!r}]"

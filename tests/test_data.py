@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 
 from tina import data
+from tina.data.readers import FASHION_MNIST_CLASSES, ORGANAMNIST_CLASSES
+from tina.data.sources import FASHION_MNIST_ROOT
 from tina.wordnet import LEXNAMES
 
 REAL_WORDNET = Path("/usr/share/wordnet")
@@ -164,6 +166,9 @@ def test_save_load_round_trip_is_exact(tmp_path):
 def test_to_float_maps_to_unit_range():
     images = torch.tensor([0, 127, 255], dtype=torch.uint8)
     assert torch.allclose(data.to_float(images), torch.tensor([-1.0, -0.00392157, 1.0]))
+    already = torch.tensor([-0.5, 0.25], dtype=torch.float64)  # float images are only cast
+    assert data.to_float(already).dtype == torch.float32
+    assert torch.equal(data.to_float(already), already.float())
 
 
 def test_missing_resources_give_named_errors(tmp_path, wordnet_root, monkeypatch):
@@ -221,7 +226,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path, wordnet_root):
     assert torch.equal(ds.train_images[:, 1, 5, 5].long(), 20 * ds.train_labels + 5)
     assert torch.equal(ds.test_images[:, 0, 0, 0].long(), 20 * ds.test_labels + 5)
     table = ds.classes.set_index("name")
-    assert table.index.tolist() == list(data.FASHION_MNIST_CLASSES[:8])
+    assert table.index.tolist() == list(FASHION_MNIST_CLASSES[:8])
     assert table.loc["t-shirt", "group"] == "noun.artifact"
     assert table.loc["t-shirt", "description"] == "a close-fitting pullover shirt"
     assert table.loc["pullover", "group"] == "other"
@@ -234,7 +239,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path, wordnet_root):
 
 
 @pytest.mark.skipif(
-    not Path(data.FASHION_MNIST_ROOT, "train-labels-idx1-ubyte.gz").is_file(),
+    not Path(FASHION_MNIST_ROOT, "train-labels-idx1-ubyte.gz").is_file(),
     reason="dataset-fashion-mnist not installed",
 )
 def test_fashion_mnist_real_files(wordnet_root):
@@ -370,7 +375,7 @@ def test_medmnist_npz_default_and_given_names(tmp_path, wordnet_root):
         "medmnist_npz", root=path, test_per_class=1, wordnet_root=wordnet_root
     )
     check_dataset(ds, n_classes=11, n_train=44, n_test=11, size=16)
-    assert ds.classes["name"].tolist() == list(data.ORGANAMNIST_CLASSES)
+    assert ds.classes["name"].tolist() == list(ORGANAMNIST_CLASSES)
     assert ds.classes.loc[0, "group"] == "noun.body"  # bladder
     assert ds.classes.loc[1, "description"] == ""  # femur-left: no noun sense, none invented
     assert torch.equal(ds.train_images[:, 1, 7, 7].long(), 20 * ds.train_labels + 5)

@@ -1,4 +1,5 @@
-"""Tests of the prompt encoders, the embedding cache and the image projection."""
+"""Tests of the prompt encoders, the embedding cache, the image projection and the image-prompt
+route (the last three are :mod:`tina.prompts`)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from tokenizers import pre_tokenizers
 
 from tina import encoders
 from tina.encoders import (
-    EmbeddingCache,
     EncoderNotFoundError,
+    LazyEncoder,
     PromptEncoder,
     check_encoder,
-    encode_image_prompts,
-    fit_image_projection,
     load_encoder,
+)
+from tina.nets import NetSpec, init_params
+from tina.prompts import (
+    EmbeddingCache,
+    fit_image_projection,
+    generic_features,
+    image_embedder,
     load_projection,
     save_projection,
 )
@@ -170,8 +176,6 @@ def test_minilm_has_no_image_tower(minilm):
     images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(NotImplementedError, match="no image tower"):
         minilm.encode_images(images)
-    with pytest.raises(ValueError, match="pass feature_fn and a projection"):
-        encode_image_prompts(minilm, images)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +198,6 @@ def test_clip_text_and_images(tiny_clip, tiny_clip_dir):
     rgb = torch.randint(0, 256, (5, 3, 40, 48), dtype=torch.uint8, generator=generator)
     image = tiny_clip.encode_images(rgb, batch_size=2)
     assert image.shape == (5, 16) and unit_rows(image)
-    assert torch.allclose(encode_image_prompts(tiny_clip, rgb), image, atol=1e-6)
     gray = tiny_clip.encode_images(rgb[:, :1])
     assert torch.allclose(gray, tiny_clip.encode_images(rgb[:, :1].expand(-1, 3, -1, -1)))
     with pytest.raises(ValueError, match="uint8"):
@@ -383,16 +386,43 @@ def test_projection_ignores_classes_outside_training():
     assert not torch.equal(first.net[0].weight, other_seed.net[0].weight)
 
 
-def test_projection_serves_image_prompts_for_minilm(minilm):
+def toy_generic(classes: int = 3) -> tuple[torch.Tensor, NetSpec]:
+    spec_all = NetSpec("cnn5k", classes, head_only=False)
+    return init_params(spec_all, torch.Generator().manual_seed(0)), spec_all
+
+
+def test_image_route_projects_generic_features_for_minilm(minilm):
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8, generator=generator)
-    features = images.float().flatten(1)
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=generator)
+    generic, spec_all = toy_generic()
+    features = generic_features(generic, spec_all, images)
     labels = torch.arange(6) % 3
     names = minilm.encode_text(["dog", "cat", "apple"])
     projection, _ = fit_image_projection(features, labels, names, [0, 1, 2], steps=5)
-    prompts = encode_image_prompts(
-        minilm, images, feature_fn=lambda x: x.float().flatten(1), projection=projection
-    )
+    embed = image_embedder(minilm, lambda: projection, generic, spec_all)
+    prompts = embed(images)
     assert prompts.shape == (6, 384) and unit_rows(prompts)
+    assert torch.equal(prompts, projection(features))  # the projected generic features
     with pytest.raises(ValueError, match="train_classes"):
         fit_image_projection(features, labels, names, [3])
+
+
+def test_image_route_takes_the_image_tower_without_a_projection(tiny_clip):
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8, generator=generator)
+
+    def no_projection():
+        raise AssertionError("an encoder with an image tower needs no projection")
+
+    embed = image_embedder(tiny_clip, no_projection, *toy_generic())
+    assert torch.equal(embed(images), tiny_clip.encode_images(images))
+
+
+def test_lazy_encoder_knows_its_route_before_loading(tiny_clip_dir):
+    minilm = LazyEncoder("minilm")
+    assert (minilm.name, minilm.has_image_tower) == ("minilm", False)
+    clip = LazyEncoder("clip", path=tiny_clip_dir)
+    assert clip.has_image_tower and clip.name.startswith("clip:")
+    assert "encoder" not in vars(minilm) and "encoder" not in vars(clip)  # nothing loaded yet
+    assert clip.dim == 16 and clip.encode_text(["dog"]).shape == (1, 16)
+    assert "encoder" in vars(clip)

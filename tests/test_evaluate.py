@@ -16,28 +16,30 @@ import torch
 import torch.nn.functional as F
 
 from tina.data import to_float
-from tina.evaluate import (
-    EvalConfig,
-    EvalContext,
-    baseline_records,
-    chance_records,
+from tina.evaluate.context import EvalConfig, EvalContext, task_slots
+from tina.evaluate.experiments import (
+    EXPERIMENTS,
     describable_tasks,
     evaluate_order,
     evaluate_sampler,
     image_prompts,
-    main_table_markdown,
-    majority_records,
     mixed_prompts,
     order_permutations,
     permute_tasks,
+)
+from tina.evaluate.records import (
+    RECORD_COLUMNS,
+    baseline_records,
+    chance_records,
+    majority_records,
     records_frame,
     reference_records,
-    task_slots,
 )
 from tina.nets import NetSpec, features, init_params, split_body
-from tina.report import RECORD_COLUMNS, check_records, make_tables
-from tina.shards import Zoo
-from tina.zoo import select_classifier
+from tina.report.summary import main_table_markdown
+from tina.report.tables import check_records, make_tables
+from tina.zoo.finetune import select_classifier
+from tina.zoo.store import Zoo
 
 N_CLASSES, K = 6, 3
 
@@ -293,6 +295,20 @@ def test_sampler_experiment_runs_every_sampler_on_the_first_sampler_tasks(toy):
     every = make_context(toy, tasks, ddim_compare=(2,))  # sampler_tasks None: all tasks
     every.tina.schedule = SimpleNamespace(T=3)
     assert set(evaluate_sampler(every)["task_id"]) == {0, 1, 2}
+
+
+def test_registry_lists_the_experiments_and_the_inputs_they_take():
+    assert list(EXPERIMENTS) == [
+        "names", "descriptions", "image_prompts", "kway", "unseen", "order", "sampler",
+    ]  # fmt: skip
+    assert [name for name, e in EXPERIMENTS.items() if e.baselines] == ["names", "kway", "unseen"]
+    assert [name for name, e in EXPERIMENTS.items() if e.images] == ["image_prompts"]
+    section = {"shots": [1, 4], "orders": 3, "samples": 2}
+    messages = {name: e.message.format(**section) for name, e in EXPERIMENTS.items()}
+    assert messages["image_prompts"] == "Evaluating image prompts with [1, 4] images per class"
+    assert messages["order"] == "Evaluating 3 class orders per task"
+    assert EXPERIMENTS["order"].run is evaluate_order
+    assert EXPERIMENTS["sampler"].run is evaluate_sampler
 
 
 # --------------------------------------------------------------------------- workflow

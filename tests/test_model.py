@@ -180,7 +180,9 @@ def test_drop_prompt_removes_prompt_dependence():
     assert gap[:2].abs().max().item() == 0.0
     assert gap[2].abs().max().item() > 0.1
     unconditional = guided(model, 0.0, prompts, mask, base)(x_t, t)
-    assert torch.allclose(unconditional, model(x_t, t, other, mask, base, torch.ones(3).bool()))
+    # guidance runs a batch twice as large, which a kernel may sum in another order
+    dropped = model(x_t, t, other, mask, base, torch.ones(3).bool())
+    assert torch.allclose(unconditional, dropped, rtol=1e-5, atol=1e-6)
 
 
 def test_base_and_timestep_change_the_output():

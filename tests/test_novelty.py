@@ -6,19 +6,18 @@ import pandas as pd
 import pytest
 import torch
 
-from tina.nets import NetSpec, init_params
-from tina.novelty import (
+from tina.evaluate.novelty import (
     GENERATED,
     nearest,
     noise_source,
-    novelty_markdown,
     novelty_rows,
     novelty_table,
     perturb,
     predictions,
 )
-from tina.report import NOVELTY_COLUMNS, check_novelty
-from tina.zoo import evaluate
+from tina.evaluate.records import NOVELTY_COLUMNS
+from tina.nets import NetSpec, init_params, score
+from tina.report.tables import check_novelty, novelty_markdown
 
 
 def toy_data(k: int = 4, per_class: int = 5, seed: int = 0):
@@ -63,7 +62,7 @@ def test_predictions_match_batched_evaluation_and_skip_padding():
     assert pred.shape == (2, 15) and truth.tolist() == [1] * 5 + [0] * 5 + [2] * 5
     assert int(pred.max()) <= 2
     tasks = pd.DataFrame({"task_id": [0, 1], "class_ids": ["2 0 3", "2 0 3"]})
-    expected = evaluate(nets, tasks, images, labels, spec)
+    expected = score(nets, tasks, images, labels, spec)
     accuracy = (pred == truth).float().mean(dim=1)
     assert torch.allclose(accuracy, expected)
 

@@ -29,7 +29,8 @@ from PIL import Image
 from test_encoders import save_tiny_clip
 
 from tina.config import load_config
-from tina.train import load_tina, train_tina_stage
+from tina.sampling import load_tina
+from tina.train import train_tina_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / "config" / "paper").glob("*.yaml"))

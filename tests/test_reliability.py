@@ -45,7 +45,8 @@ from workflow import (
 from tina import cli
 from tina.io import load_tensors
 from tina.nets import NetSpec, init_params
-from tina.train import TinaConfig, load_tina, save_tina, train_tina
+from tina.sampling import TinaConfig, load_tina, save_tina
+from tina.train import TrainData, train_tina
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,10 +117,21 @@ def checkpoint(tmp_path_factory) -> Path:
     images, labels = shape_images(2, seed=0)
     cfg = TinaConfig(width=16, depth=1, heads=2, chunk_size=64, steps=2, batch_size=4,
                      warmup=1, eval_every=2, eval_sampler_steps=2)  # fmt: skip
-    tina, _ = train_tina(
-        zoo, classes, generic, spec, embeddings, known, val, images, labels, images, labels,
-        cfg, 0, NAMES,
-    )  # fmt: skip
+    data = TrainData(
+        params=zoo,
+        classes=classes,
+        generic=generic,
+        spec=spec,
+        class_emb=embeddings,
+        known=known,
+        class_names=NAMES,
+        val_tasks=val,
+        images=images,
+        labels=labels,
+        test_images=images,
+        test_labels=labels,
+    )
+    tina, _ = train_tina(data, cfg, seed=0)
     path = tmp_path_factory.mktemp("tina") / "model.safetensors"
     save_tina(tina, path)
     return path

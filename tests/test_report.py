@@ -9,18 +9,14 @@ import pandas as pd
 import pytest
 from docutils.core import publish_doctree
 
-from tina.report import (
-    FIGURE_KINDS,
-    make_figure,
-    make_summary,
+from tina.report.figures import FIGURE_KINDS, make_figure, order_spread, write_experiment_figure
+from tina.report.performance import performance_table, stage_summary, write_performance
+from tina.report.summary import make_summary, write_summary
+from tina.report.tables import (
     make_tables,
-    order_spread,
-    performance_table,
     read_records,
-    stage_summary,
     table_markdown,
-    write_performance,
-    write_summary,
+    write_experiment_table,
     write_tables,
 )
 
@@ -191,6 +187,30 @@ def test_figures_are_byte_reproducible(tmp_path):
     second = make_figure("order", records, tmp_path / "second")
     for a, b in zip(first, second, strict=True):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_experiment_table_and_figure_from_record_files(tmp_path):
+    """The make_tables and make_figures rules' functions: one experiment from its files."""
+    records = fake_records(tasks=2, samples=2)
+    order = tmp_path / "order.csv"
+    records[records["experiment"] == "order"].to_csv(order, index=False)
+    write_experiment_table("order", [order], tmp_path / "tables")
+    table = pd.read_csv(tmp_path / "tables" / "order.csv")
+    pd.testing.assert_frame_equal(table, make_tables(records)["order"], check_dtype=False)
+    assert (tmp_path / "tables" / "order.md").read_text().startswith("# Sensitivity to the order")
+    paths = write_experiment_figure("order", [order], tmp_path / "figures" / "order")
+    assert [p.name for p in paths] == ["order.png", "order.svg"]
+    with pytest.raises(ValueError, match="records are empty"):  # no rows of 'names'
+        write_experiment_table("names", [order], tmp_path / "tables")
+
+    novelty = tmp_path / "novelty.csv"
+    fake_novelty().to_csv(novelty, index=False)
+    write_experiment_table("novelty", [novelty], tmp_path / "tables")
+    table = pd.read_csv(tmp_path / "tables" / "novelty.csv")
+    assert table["source"].tolist()[0] == "generated" and table["models"].sum() == 24
+    assert (tmp_path / "tables" / "novelty.md").read_text().startswith("# Novelty")
+    write_experiment_figure("novelty", [novelty], tmp_path / "figures" / "novelty")
+    assert (tmp_path / "figures" / "novelty.svg").is_file()
 
 
 def test_figure_kinds_cover_line_and_special_experiments():

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tina.tasks import TaskDrawer, class_ids, split_tasks
+from tina.tasks import PAD, TaskDrawer, class_ids, split_tasks, task_classes
 
 SECTION = {
     "k": 5,
@@ -102,9 +102,19 @@ def test_deterministic_for_a_seed_and_different_for_another():
 
 def test_names_follow_prompt_order(result):
     _, tasks = result
-    row = tasks.iloc[0]
-    ids = [int(i) for i in row["class_ids"].split()]
-    assert row["class_names"].split(";") == [f"class {i}" for i in ids]
+    ids = class_ids(tasks.iloc[:1])[0]
+    assert tasks.iloc[0]["class_names"].split(";") == [f"class {i}" for i in ids]
+
+
+def test_task_classes_pads_in_prompt_order_from_strings_or_lists():
+    tasks = pd.DataFrame({"class_ids": ["4 0 2", [7, 1], "3"]})
+    assert class_ids(tasks) == [[4, 0, 2], [7, 1], [3]]
+    expected = torch.tensor([[4, 0, 2], [7, 1, PAD], [3, PAD, PAD]])
+    assert torch.equal(task_classes(tasks, 3), expected)
+    with pytest.raises(ValueError, match="a task has 3 classes; tasks need 1..2"):
+        task_classes(tasks, 2)
+    with pytest.raises(ValueError, match="repeat a class"):
+        task_classes(pd.DataFrame({"class_ids": ["1 1"]}), 3)
 
 
 def test_too_many_tasks_is_a_clear_error():
@@ -162,7 +172,7 @@ def test_fresh_tasks_never_repeat_a_held_out_set():
     drawn = [frozenset(ids) for ids in drawer.draw(200, torch.Generator()).tolist()]
     of_g1 = {s for s in drawn if s <= set(range(6, 12))}
     assert of_g1 == {frozenset(range(6, 11))}  # the training task's set, sets[0]
-    every_set = {frozenset(map(int, s.split())) for s in sets}
+    every_set = {frozenset(c) for c in combinations(range(6, 12), 5)}
     only_g1 = TaskDrawer(drawer.pools, drawer.task_pool[1:], 5, every_set)
     with pytest.raises(ValueError, match="held-out"):
         only_g1.draw(5, torch.Generator())

@@ -7,18 +7,14 @@ import pytest
 import torch
 from shapes import NAMES, shape_images
 
-from tina.nets import NetSpec, forward
-from tina.train import (
-    ParamCodec,
-    TinaConfig,
-    _augment,
-    _functional_images,
-    load_tina,
-    save_tina,
-    task_prompts,
-    train_tina,
-)
-from tina.zoo import evaluate, finetune_pmodels, task_classes, train_generic
+from tina.codec import ParamCodec
+from tina.data import to_float
+from tina.nets import NetSpec, forward, score
+from tina.sampling import TinaConfig, load_tina, save_tina, task_prompts
+from tina.tasks import TaskDrawer, task_classes
+from tina.train import TrainData, augment_slots, functional_images, load_train_data, train_tina
+from tina.zoo.finetune import augment, draw_augment, finetune_pmodels, train_generic
+from tina.zoo.store import Generic, Zoo
 
 K = 4
 SEEN = list(range(9))
@@ -62,17 +58,22 @@ def tiny_config(**changes) -> TinaConfig:
     return TinaConfig(**{**base, **changes})
 
 
-@pytest.fixture(scope="module")
-def trained(zoo):
-    train = zoo["tasks"].iloc[:24]
-    val = zoo["tasks"].iloc[24:]
+def train_data(zoo, drawer=None) -> TrainData:
+    """The first 24 tasks' p-models to train on, the last 6 tasks to validate on."""
     known = torch.zeros(len(NAMES), dtype=torch.bool)
     known[SEEN] = True
-    return train_tina(
-        zoo["params"][:24], task_classes(train, K), zoo["generic"], zoo["spec"], zoo["emb"],
-        known, val, zoo["images"], zoo["labels"], zoo["test_images"], zoo["test_labels"],
-        tiny_config(), seed=0, class_names=NAMES,
+    return TrainData(
+        params=zoo["params"][:24], classes=task_classes(zoo["tasks"].iloc[:24], K),
+        generic=zoo["generic"], spec=zoo["spec"], class_emb=zoo["emb"], known=known,
+        class_names=NAMES, val_tasks=zoo["tasks"].iloc[24:], images=zoo["images"],
+        labels=zoo["labels"], test_images=zoo["test_images"], test_labels=zoo["test_labels"],
+        drawer=drawer,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(zoo):
+    return train_tina(train_data(zoo), tiny_config(), seed=0)
 
 
 def test_augmentation_keeps_prompts_and_head_rows_aligned(zoo):
@@ -80,7 +81,7 @@ def test_augmentation_keeps_prompts_and_head_rows_aligned(zoo):
     spec, params = zoo["spec"], zoo["params"][:8]
     classes = task_classes(zoo["tasks"].iloc[:8], K)
     cfg = tiny_config(slot_dropout=0.0, base_dropout=0.0)
-    new_classes, new_params, mask, _ = _augment(classes, params, cfg, spec, torch.Generator())
+    new_classes, new_params, mask, _ = augment_slots(classes, params, cfg, spec, torch.Generator())
     assert mask.all()
     images = zoo["test_images"][:20].float().div(127.5).sub(1).expand(8, -1, -1, -1, -1)
     before = forward(params, images, spec).argmax(-1)  # slot indices
@@ -111,7 +112,7 @@ def test_slot_dropout_pads_tasks(zoo):
     spec, params = zoo["spec"], zoo["params"]
     classes = task_classes(zoo["tasks"], K)
     cfg = tiny_config(slot_dropout=1.0)
-    new_classes, _, mask, _ = _augment(classes, params, cfg, spec, torch.Generator())
+    new_classes, _, mask, _ = augment_slots(classes, params, cfg, spec, torch.Generator())
     assert (mask.sum(1) >= 2).all() and (mask.sum(1) < K).any()
     assert torch.equal(new_classes < 0, ~mask)
 
@@ -124,7 +125,7 @@ def test_training_loss_falls_and_generated_nets_beat_chance(zoo, trained):
     classes = task_classes(test, K)
     prompts, mask = task_prompts(classes, zoo["emb"])
     params = tina.generate(prompts, mask, classes, seed=3)
-    acc = evaluate(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
+    acc = score(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
     assert float(acc.mean()) > 1 / K + 0.25, acc
 
 
@@ -137,7 +138,7 @@ def test_padding_for_fewer_classes(zoo, trained):
     rows = zoo["spec"].head_rows()
     assert torch.count_nonzero(params[0, rows[2:]]) == 0
     assert torch.count_nonzero(params[1, rows[3:]]) == 0
-    acc = evaluate(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
+    acc = score(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
     assert (acc > torch.tensor([0.5, 1 / 3])).all(), acc
 
 
@@ -156,15 +157,13 @@ def test_same_seed_same_nets_and_checkpoint_round_trip(zoo, trained, tmp_path):
 def test_functional_images_are_augmented_like_the_zoo(zoo):
     """The functional loss reads the indexed training images, unchanged with ``none`` and
     shifted, mirrored and channel-shuffled (the zoo's augmentation, same draws) with ``color``."""
-    from tina.zoo import _as_float, augment, draw_augment
-
-    images = _as_float(zoo["images"][:40])
+    images = to_float(zoo["images"][:40])
     index = torch.tensor([[0, 5, 9], [3, 3, 7]])
-    plain = _functional_images(images, {"fn_index": index}, "none")
+    plain = functional_images(images, {"fn_index": index}, "none")
     assert torch.equal(plain, images[index])
     draws = draw_augment((2, 3), torch.Generator().manual_seed(0))
     batch = {"fn_index": index, "fn_draws": draws}
-    coloured = _functional_images(images, batch, "color")
+    coloured = functional_images(images, batch, "color")
     expected = augment(images[index.reshape(-1)], draws.reshape(-1, 4), "color")
     assert coloured.shape == plain.shape
     assert torch.equal(coloured, expected.reshape(plain.shape))
@@ -173,19 +172,40 @@ def test_functional_images_are_augmented_like_the_zoo(zoo):
 
 def test_fresh_tasks_train_without_a_residual_base(zoo):
     """Fresh tasks (functional loss only) also train a Tina that diffuses raw parameters."""
-    from tina.tasks import TaskDrawer
-
-    train, val = zoo["tasks"].iloc[:24], zoo["tasks"].iloc[24:]
-    held_out = {frozenset(ids) for ids in val["class_ids"]}
+    held_out = {frozenset(ids) for ids in zoo["tasks"].iloc[24:]["class_ids"]}
     drawer = TaskDrawer([torch.tensor(SEEN)], torch.zeros(24, dtype=torch.long), K, held_out)
-    known = torch.zeros(len(NAMES), dtype=torch.bool)
-    known[SEEN] = True
     cfg = tiny_config(
         steps=6, eval_every=6, residual=False, functional_weight=1.0, functional_tasks=4
     )
-    _, history = train_tina(
-        zoo["params"][:24], task_classes(train, K), zoo["generic"], zoo["spec"], zoo["emb"],
-        known, val, zoo["images"], zoo["labels"], zoo["test_images"], zoo["test_labels"],
-        cfg, seed=0, class_names=NAMES, drawer=drawer,
-    )  # fmt: skip
+    _, history = train_tina(train_data(zoo, drawer), cfg, seed=0)
     assert history["fresh_loss"].iloc[-1] > 0
+
+
+def test_load_train_data_takes_the_training_pmodels_and_the_validation_tasks(zoo):
+    """One loader picks what training reads from a run: the zoo's rows of split ``train``, the
+    ``val`` tasks, the class-name prompts, and fresh tasks only when given the class split."""
+    splits = ["train", "val", "test_id"] * 10
+    ids = [" ".join(map(str, c)) for c in zoo["tasks"]["class_ids"]]
+    tasks = zoo["tasks"].assign(split=splits, k=K, group="all", class_ids=ids)
+    trained = torch.zeros(len(NAMES), dtype=torch.bool)
+    trained[SEEN] = True
+    generic = Generic(zoo["generic"], zoo["spec"].with_classes(len(NAMES)), trained)
+    store = Zoo(zoo["params"], task_classes(tasks, K), tasks, zoo["spec"])
+    dataset = type("D", (), {})()
+    dataset.train_images, dataset.train_labels = zoo["images"], zoo["labels"]
+    dataset.test_images, dataset.test_labels = zoo["test_images"], zoo["test_labels"]
+    dataset.classes = pd.DataFrame({"name": NAMES})
+    embeddings = {"names": zoo["emb"], "descriptions": -zoo["emb"]}
+    data = load_train_data(dataset, tasks, embeddings, generic, store)
+    train = torch.tensor([s == "train" for s in splits])
+    assert torch.equal(store.train_mask(), train)
+    assert torch.equal(data.params, zoo["params"][train])
+    assert torch.equal(data.classes, task_classes(tasks[tasks["split"] == "train"], K))
+    assert data.val_tasks["task_id"].tolist() == list(range(1, 30, 3))
+    assert data.class_emb is zoo["emb"] and data.known is trained and data.class_names == NAMES
+    assert data.drawer is None
+    split = pd.DataFrame({"class_id": range(len(NAMES)), "group": "g", "seen": trained.numpy()})
+    with_split = load_train_data(dataset, tasks, embeddings, generic, store, class_split=split)
+    assert isinstance(with_split.drawer, TaskDrawer)
+    subset = data.subset(torch.tensor([2, 0]))
+    assert torch.equal(subset.params, data.params[[2, 0]]) and subset.val_tasks is data.val_tasks

@@ -5,15 +5,13 @@ import pytest
 import torch
 
 from tina.data import prepare_dataset
-from tina.nets import NetSpec, unflatten
-from tina.zoo import (
-    PAD,
+from tina.nets import NetSpec, score, unflatten
+from tina.tasks import PAD, task_classes
+from tina.zoo.finetune import (
     augment,
     draw_augment,
-    evaluate,
     finetune_pmodels,
     select_classifier,
-    task_classes,
     train_generic,
 )
 
@@ -131,7 +129,7 @@ def test_zoo_outputs_are_complete_and_beat_classifier_selection(dataset, generic
     assert meta["acc_pmodel"].mean() > meta["acc_generic"].mean() + 0.05
     # the task with unseen classes gains most: the generic never trained those rows
     assert meta["acc_pmodel"].iloc[3] > meta["acc_generic"].iloc[3] + 0.1
-    accuracy = evaluate(params, TASKS, dataset.test_images, dataset.test_labels, SPEC)
+    accuracy = score(params, TASKS, dataset.test_images, dataset.test_labels, SPEC)
     assert torch.allclose(accuracy, torch.tensor(meta["acc_pmodel"].to_numpy()).float())
     # padding slots are never trained: their rows keep the seeded values of the selection
     init = select_classifier(generic[0], task_classes(TASKS, 10)[3], SPEC_ALL, SPEC, seed=5)
@@ -157,7 +155,7 @@ def test_head_only_pmodels_train_heads_on_the_frozen_body(dataset, generic):
     assert params.shape == (4, spec.num_params)
     assert meta["acc_pmodel"].mean() > meta["acc_generic"].mean()
     body = generic[0][: SPEC.body_size]
-    accuracy = evaluate(params, TASKS, dataset.test_images, dataset.test_labels, spec, body=body)
+    accuracy = score(params, TASKS, dataset.test_images, dataset.test_labels, spec, body=body)
     assert torch.allclose(accuracy, torch.tensor(meta["acc_pmodel"].to_numpy()).float())
 
 
@@ -194,5 +192,5 @@ def test_bad_tasks_raise_clear_errors(dataset, generic):
             num_classes_total=N_CLASSES,
         )
     with pytest.raises(ValueError, match=r"params must be \[4, 5418\]"):
-        evaluate(torch.zeros(3, 5418), TASKS, dataset.test_images, dataset.test_labels, SPEC)
+        score(torch.zeros(3, 5418), TASKS, dataset.test_images, dataset.test_labels, SPEC)
     assert unflatten(generic[0], SPEC_ALL)["head.weight"].shape == (N_CLASSES, 32)

@@ -5,8 +5,8 @@ import pandas as pd
 from tina.data import load_dataset
 from tina.diagnostics import residual_probes
 from tina.io import run_step, write_csv, write_text
-from tina.shards import load_generic, load_zoo
 from tina.tasks import read_tasks
+from tina.zoo.store import load_generic, load_zoo
 
 
 def main(snakemake):

@@ -1,15 +1,20 @@
-"""Rules evaluate_<experiment>: the experiment of tina.evaluate that the rule's params name."""
+"""Rule evaluate_experiment: the experiment of tina.evaluate.experiments that the rule's
+``experiment`` wildcard names."""
 
-from tina.evaluate import experiment_records
+from tina.evaluate.experiments import experiment_records
 from tina.io import run_step, write_csv
 
 
 def main(snakemake):
     params = snakemake.params
     records = experiment_records(
-        params.experiment, snakemake.input, params.evaluate, params.seed,
-        device=snakemake.config["device"], encoder=getattr(params, "encoder", None),
-    )  # fmt: skip
+        params.experiment,
+        snakemake.input,
+        params.evaluate,
+        params.seed,
+        device=params.device,
+        encoder=params.encoder,
+    )
     write_csv(snakemake.output.records, records)
 
 

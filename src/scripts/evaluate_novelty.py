@@ -1,15 +1,13 @@
 """Rule evaluate_novelty: distance and error overlap of generated nets and noisy p-models."""
 
-from tina.evaluate import load_context
+from tina.evaluate.context import load_context
+from tina.evaluate.novelty import evaluate_novelty
 from tina.io import run_step, write_csv
-from tina.novelty import evaluate_novelty
 
 
 def main(snakemake):
-    ctx = load_context(
-        snakemake.input, snakemake.params.evaluate, snakemake.params.seed,
-        device=snakemake.config["device"],
-    )  # fmt: skip
+    params = snakemake.params
+    ctx = load_context(snakemake.input, params.evaluate, params.seed, device=params.device)
     write_csv(snakemake.output.records, evaluate_novelty(ctx))
 
 

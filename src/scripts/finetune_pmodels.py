@@ -2,8 +2,8 @@
 
 from tina.data import load_dataset
 from tina.io import run_step
-from tina.shards import finetune_shard, load_generic, save_shard
 from tina.tasks import read_tasks
+from tina.zoo.store import finetune_shard, load_generic, save_shard
 
 
 def main(snakemake):

@@ -5,7 +5,7 @@ import pandas as pd
 from tina.data import load_dataset
 from tina.io import run_step
 from tina.prompts import fit_projection, load_embeddings, save_projection
-from tina.shards import load_generic
+from tina.zoo.store import load_generic
 
 
 def main(snakemake):

@@ -1,17 +1,16 @@
-"""Rule make_tables: one experiment's table (CSV, Markdown) and figure (PNG, SVG)."""
+"""Rule make_tables: one experiment's table (CSV and Markdown)."""
 
 from pathlib import Path
 
-from tina.evaluate import write_experiment_report
 from tina.io import run_step
+from tina.report.tables import write_experiment_table
 
 
 def main(snakemake):
-    write_experiment_report(
-        snakemake.wildcards.experiment,
+    write_experiment_table(
+        snakemake.params.experiment,
         list(snakemake.input.records),
         Path(snakemake.output.table).parent,
-        Path(snakemake.output.png).with_suffix(""),
     )
 
 

@@ -4,7 +4,7 @@ import pandas as pd
 
 from tina.data import load_dataset
 from tina.io import run_step
-from tina.shards import save_generic, train_generic_model
+from tina.zoo.store import save_generic, train_generic_model
 
 
 def main(snakemake):

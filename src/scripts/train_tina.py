@@ -7,7 +7,8 @@ data-parallel on that many processes through torchrun (tina.distributed), rank 0
 from tina.device import pick_device
 from tina.distributed import launch, process_count
 from tina.io import run_step, write_csv
-from tina.train import save_tina, train_tina_stage
+from tina.sampling import save_tina
+from tina.train import train_tina_stage
 
 
 def main(snakemake):

@@ -16,25 +16,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from tina.codec import ParamCodec, layout_of
 from tina.io import progress
 from tina.model import TinaTransformer
-from tina.train import (
-    ParamCodec,
-    Tina,
-    _augment,
-    _lr_at,
-    _zero_padding,
-    layout_of,
-    task_prompts,
-    update_ema,
-)
-from tina.zoo import derive_seed
+from tina.sampling import Tina, task_prompts, zero_padding
+from tina.seeding import derive_seed
+from tina.train import augment_slots, loss_weight, lr_at, update_ema
 
 log = logging.getLogger("tina.baselines")
 
@@ -71,7 +63,7 @@ def retrieve(
         src = rows[slots_theirs[torch.as_tensor(c)]]
         dst = rows[mask.nonzero().squeeze(1)[torch.as_tensor(r)]]
         out[i, dst.reshape(-1)] = zoo_params[j, src.reshape(-1)]
-    return _zero_padding(out, classes >= 0, spec)
+    return zero_padding(out, classes >= 0, spec)
 
 
 # --------------------------------------------------------------------------- ridge
@@ -125,7 +117,7 @@ class Ridge:
             code[:, body] = x @ self.body_map
         known = self.known[classes.clamp(min=0)] & mask
         params = self.codec.decode(code, self.codec.base(classes, known))
-        return _zero_padding(params, mask, self.codec.spec)
+        return zero_padding(params, mask, self.codec.spec)
 
 
 # --------------------------------------------------------------------------- hypernetwork
@@ -155,10 +147,11 @@ def train_hypernetwork(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_cfg = dataclasses.replace(cfg, steps=steps, prompt_dropout=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
-    rows = tina.spec.head_rows()
     for step in progress(range(steps), desc="hypernetwork"):
         idx = torch.randint(len(params), (cfg.batch_size,), generator=g)
-        cls, par, mask, known_slots = _augment(classes[idx], params[idx], run_cfg, tina.spec, g)
+        cls, par, mask, known_slots = augment_slots(
+            classes[idx], params[idx], run_cfg, tina.spec, g
+        )
         base = tina.codec.base(cls, known_slots & tina.known[cls.clamp(min=0)])
         target = tina.codec.encode(par, base)
         prompts, _ = task_prompts(cls, class_emb)
@@ -166,13 +159,10 @@ def train_hypernetwork(
         t = torch.zeros(len(idx), dtype=torch.long)
         base_in = base / tina.codec.std if cfg.residual else None
         pred = model(zeros, t, prompts, mask, base_in)
-        weight = torch.ones_like(target)
-        weight[:, rows.reshape(-1)] = (
-            mask.unsqueeze(-1).expand(-1, -1, rows.shape[1]).reshape(len(idx), -1).float()
-        )
+        weight = loss_weight(mask, tina.spec)
         loss = ((pred - target) ** 2 * weight).sum() / weight.sum()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, run_cfg)
+            group["lr"] = lr_at(step, run_cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -192,8 +182,4 @@ def hypernetwork_predict(model: TinaTransformer, tina: Tina, classes: Tensor, cl
     t = torch.zeros(len(classes), dtype=torch.long)
     base_in = base / tina.codec.std if tina.config.residual else None
     code = model(zeros, t, prompts, mask, base_in)
-    return _zero_padding(tina.codec.decode(code, base), mask, tina.spec)
-
-
-def chance_accuracy(k: int) -> float:
-    return 1.0 / k if k > 0 else math.nan
+    return zero_padding(tina.codec.decode(code, base), mask, tina.spec)

@@ -11,7 +11,7 @@
 
 ``generate`` prints one summary line; ``predict`` prints ``path<TAB>class name`` per image. A bad
 request or a missing or corrupt file prints one line ``tina: error: ...`` on stderr and exits
-with status 2. The Python API behind it is :mod:`tina.generate`.
+with status 2. The Python API behind it is :mod:`tina.generate` and :mod:`tina.generated`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tina.generate import SAMPLERS, TinaError
+from tina.generate import SAMPLERS, generate_model
+from tina.generated import TinaError, one_line, predict, save_model
 
 EXIT_ERROR = 2
 
@@ -73,8 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from tina.generate import generate_model, save_model
-
     start = time.perf_counter()
     classes = args.classes.split(",")
     descriptions = None if args.descriptions is None else args.descriptions.split("|")
@@ -97,8 +96,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from tina.generate import predict
-
     for path, name in predict(args.model, args.images):
         print(f"{path}\t{name}")
 
@@ -117,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_libraries()
         {"generate": _generate, "predict": _predict}[args.command](args)
     except (TinaError, _UsageError, FileNotFoundError, ValueError) as err:
-        message = " ".join(str(err).split())
-        print(f"tina: error: {message}", file=sys.stderr)
+        print(f"tina: error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     return 0
 

@@ -14,7 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+# The schema ships inside the package (package data), so an installed `tina` finds it too.
+SCHEMA_PATH = Path(__file__).resolve().with_name("schema.yaml")
 
 # Classes of the data sets whose size is fixed (openmoji depends on the installed glyphs).
 KNOWN_CLASS_COUNTS = {

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tina.nets import split_body
-from tina.shards import Generic, Zoo
-from tina.zoo import _spec_of_generic, evaluate, finetune_pmodels, select_classifier, task_classes
+from tina.nets import score, spec_of_generic, split_body
+from tina.tasks import task_classes
+from tina.zoo.finetune import finetune_pmodels, select_classifier
+from tina.zoo.store import Generic, Zoo
 
 
 def _row(probe: str, acc: Tensor, cosine: float | None = None) -> dict:
@@ -44,7 +45,7 @@ def _row(probe: str, acc: Tensor, cosine: float | None = None) -> dict:
     }
 
 
-def _overlap_residual(classes: Tensor, train_classes: Tensor, residual: Tensor, spec) -> Tensor:
+def overlap_residual(classes: Tensor, train_classes: Tensor, residual: Tensor, spec) -> Tensor:
     """The kernel smoother of ``overlap_residual`` for tasks ``classes [B, k]``, from training
     tasks ``train_classes [N, k]`` and their residuals ``[N, P]``."""
     rows = spec.head_rows()  # [k, row_len]
@@ -84,7 +85,7 @@ def residual_probes(
     if val.empty:
         raise ValueError("the task table has no validation tasks: raise tasks.n_val")
     spec = zoo.spec
-    spec_all = _spec_of_generic(generic.flat, spec)
+    spec_all = spec_of_generic(generic.flat, spec)
     frozen = split_body(generic.flat, spec_all)[0] if spec.head_only else None
 
     def base_of(classes: Tensor) -> Tensor:
@@ -92,8 +93,8 @@ def residual_probes(
             [select_classifier(generic.flat, i, spec_all, spec, seed) for i in classes]
         )
 
-    def score(params: Tensor) -> Tensor:
-        return evaluate(params, val, dataset.test_images, dataset.test_labels, spec, frozen)
+    def accuracy(params: Tensor) -> Tensor:
+        return score(params, val, dataset.test_images, dataset.test_labels, spec, frozen)
 
     def finetune(run_seed: int, run_spec=spec) -> Tensor:
         params, _ = finetune_pmodels(
@@ -108,17 +109,17 @@ def residual_probes(
     base = base_of(val_classes)
     position = {task: i for i, task in enumerate(zoo.meta["task_id"])}
     own = zoo.params[[position[t] for t in val["task_id"]]]
-    rows = [_row("selection", score(base)), _row("pmodel", score(own), 1.0)]
+    rows = [_row("selection", accuracy(base)), _row("pmodel", accuracy(own), 1.0)]
 
     nets = [own]
     for s in range(1, seeds):
         nets.append(finetune(seed + s))
         cosine = F.cosine_similarity(nets[-1] - base, own - base, dim=1).mean()
-        rows.append(_row(f"seed={s}", score(nets[-1]), float(cosine)))
+        rows.append(_row(f"seed={s}", accuracy(nets[-1]), float(cosine)))
     if seeds > 1:
-        rows.append(_row(f"soup={seeds}", score(torch.stack(nets).mean(0))))
+        rows.append(_row(f"soup={seeds}", accuracy(torch.stack(nets).mean(0))))
 
-    train = torch.as_tensor((zoo.meta["split"] == "train").to_numpy(copy=True))
+    train = zoo.train_mask()
     residual = zoo.params[train] - base_of(zoo.classes[train])
     train_groups = zoo.meta["group"][train.numpy()].to_numpy()
     group_mean = {
@@ -126,14 +127,14 @@ def residual_probes(
     }
     none = torch.zeros(spec.num_params)
     by_group = torch.stack([group_mean.get(g, none) for g in val["group"]])
-    by_overlap = _overlap_residual(val_classes, zoo.classes[train], residual, spec)
+    by_overlap = overlap_residual(val_classes, zoo.classes[train], residual, spec)
     for s in scales:
-        rows.append(_row(f"mean_residual x{s:g}", score(base + s * residual.mean(0))))
-        rows.append(_row(f"group_residual x{s:g}", score(base + s * by_group)))
-        rows.append(_row(f"overlap_residual x{s:g}", score(base + s * by_overlap)))
+        rows.append(_row(f"mean_residual x{s:g}", accuracy(base + s * residual.mean(0))))
+        rows.append(_row(f"group_residual x{s:g}", accuracy(base + s * by_group)))
+        rows.append(_row(f"overlap_residual x{s:g}", accuracy(base + s * by_overlap)))
 
     if not spec.head_only:  # (a head-only zoo's p-models are this probe)
         head = finetune(seed, spec.with_classes(spec.num_classes, head_only=True))
         body = base[:, : spec.body_size]
-        rows.append(_row("head_only", score(torch.cat([body, head], dim=1))))
+        rows.append(_row("head_only", accuracy(torch.cat([body, head], dim=1))))
     return pd.DataFrame(rows)

@@ -31,6 +31,9 @@ import torch.distributed as tdist
 from torch import nn
 
 from tina.device import pick_device
+from tina.io import set_threads, write_csv
+from tina.sampling import save_tina
+from tina.train import train_tina_stage
 
 log = logging.getLogger("tina.distributed")
 
@@ -97,7 +100,7 @@ class Distributed:
         present = self.all_sum(
             torch.tensor([p.grad is not None for p in params], device=self.device).float()
         )
-        for bucket in _buckets(list(zip(params, present.tolist(), strict=True)), bucket_numel):
+        for bucket in buckets(list(zip(params, present.tolist(), strict=True)), bucket_numel):
             flat = torch.cat(
                 [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p, _ in bucket]
             )
@@ -132,7 +135,7 @@ class Distributed:
             tdist.destroy_process_group()
 
 
-def _buckets(items: list, numel: int) -> Iterator[list]:
+def buckets(items: list, numel: int) -> Iterator[list]:
     """Consecutive groups of (parameter, flag) pairs holding about ``numel`` values each."""
     bucket, size = [], 0
     for item in items:
@@ -186,9 +189,6 @@ def run_job(job: dict, dist: Distributed) -> None:
     ``history``), ``tina`` (the config section), ``seed``, ``threads`` (per process) and
     ``meta`` (entries for the checkpoint's metadata).
     """
-    from tina.io import set_threads, write_csv
-    from tina.train import save_tina, train_tina_stage
-
     set_threads(job.get("threads", 1))
     inputs = types.SimpleNamespace(**job["inputs"])
     tina, history = train_tina_stage(inputs, job["tina"], job["seed"], dist=dist)

@@ -11,27 +11,21 @@ Two encoders share one interface, :class:`PromptEncoder`:
 
 Weights are never downloaded unless ``allow_download`` is set: offline, a missing model fails fast
 with one message that names the model, where it was looked for, and how to provide it.
-
-:class:`EmbeddingCache` keeps text embeddings in a safetensors file keyed by content, so no text is
-encoded twice across runs.
+:class:`LazyEncoder` defers loading to the first use. The prompt space built on these encoders
+(cached text embeddings, the image projection, the image-prompt route) is :mod:`tina.prompts`.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from torch import nn
-
-from tina.io import load_tensors, save_tensors
 
 log = logging.getLogger("tina.encoders")
 
@@ -207,7 +201,7 @@ def _order_by_length(texts: list[str]) -> list[int]:
     return sorted(range(len(texts)), key=lambda i: len(texts[i]))
 
 
-def _check_texts(texts: list[str]) -> list[str]:
+def check_texts(texts: list[str]) -> list[str]:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("encode_text takes a list of strings")
     return list(texts)
@@ -241,7 +235,7 @@ class MiniLMEncoder:
     @torch.inference_mode()
     def encode_text(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Encode texts to ``[n, 384]`` float32 unit rows (texts longer than 256 tokens are cut)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = torch.zeros(len(texts), self.dim)
         order = _order_by_length(texts)
         for idx in _batches(order, batch_size):
@@ -259,11 +253,11 @@ class MiniLMEncoder:
         return out
 
     def encode_images(self, images_uint8: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """MiniLM has no image tower; use :func:`encode_image_prompts` with a projection."""
+        """MiniLM has no image tower; :func:`tina.prompts.image_embedder` projects images."""
         raise NotImplementedError(
             f"encoder {self.name!r} has no image tower: map image features into its text space "
-            "with an ImageProjection (fit_image_projection, encode_image_prompts) or use a CLIP "
-            "encoder"
+            "with an ImageProjection (tina.prompts: fit_image_projection, image_embedder) or use a "
+            "CLIP encoder"
         )
 
 
@@ -337,7 +331,7 @@ class CLIPEncoder:
     @torch.inference_mode()
     def encode_text(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Encode texts with the text tower to ``[n, dim]`` unit rows (cut at 77 tokens)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         out = torch.zeros(len(texts), self.dim)
         order = _order_by_length(texts)
         for idx in _batches(order, batch_size):
@@ -430,263 +424,39 @@ def check_encoder(
     _check_tokenizer(Tokenizer.from_pretrained(str(folder), local_files_only=True), folder)
 
 
-# ----------------------------------------------------------------------------------------------
-# Embedding cache
+class LazyEncoder:
+    """A prompt encoder that loads its weights on first use.
 
-
-class EmbeddingCache:
-    """Text embeddings of one encoder in a safetensors file, keyed by content.
-
-    The file holds ``keys`` (uint8 ``[n, 32]``, the sha256 of ``encoder_name + "\\0" + text``) and
-    ``embeddings`` (float32 ``[n, dim]``), with the encoder name and dim in its metadata.
-    """
-
-    FORMAT = "tina-embedding-cache-v1"
-
-    def __init__(self, path: str | Path, encoder_name: str):
-        self.path = Path(path)
-        self.encoder_name = encoder_name
-        self._row: dict[bytes, int] = {}
-        self._embeddings = torch.zeros(0, 0)
-        if self.path.is_file():
-            self._load()
-
-    def _load(self):
-        metadata = _read_metadata(self.path)
-        cached_name = metadata.get("encoder_name")
-        if cached_name != self.encoder_name or metadata.get("format") != self.FORMAT:
-            raise ValueError(
-                f"embedding cache {self.path} was written for encoder {cached_name!r} "
-                f"(format {metadata.get('format')!r}), not {self.encoder_name!r}; delete it or "
-                "give this encoder its own cache file"
-            )
-        tensors = load_tensors(self.path)
-        self._embeddings = tensors["embeddings"].float()
-        keys = tensors["keys"]
-        self._row = {bytes(keys[i].tolist()): i for i in range(keys.shape[0])}
-
-    def key(self, text: str) -> bytes:
-        """The sha256 digest that identifies ``text`` under this encoder."""
-        return hashlib.sha256(f"{self.encoder_name}\0{text}".encode()).digest()
-
-    def __len__(self) -> int:
-        return len(self._row)
-
-    def __contains__(self, text: str) -> bool:
-        return self.key(text) in self._row
-
-    def encode(
-        self, encoder: PromptEncoder, texts: list[str], batch_size: int = 64
-    ) -> torch.Tensor:
-        """Embeddings ``[n, dim]`` of ``texts``; encodes (and saves) only those not yet cached."""
-        if encoder.name != self.encoder_name:
-            raise ValueError(
-                f"embedding cache {self.path} belongs to encoder {self.encoder_name!r}, "
-                f"not {encoder.name!r}"
-            )
-        texts = _check_texts(texts)
-        keys = [self.key(t) for t in texts]
-        missing: dict[bytes, str] = {}  # unique uncached texts, in order of first appearance
-        for key, text in zip(keys, texts, strict=True):
-            if key not in self._row:
-                missing.setdefault(key, text)
-        if missing:
-            embeddings = encoder.encode_text(list(missing.values()), batch_size=batch_size)
-            self._add(list(missing), embeddings)
-            self.save()
-        log.info(
-            "embedding cache %s: %d texts, %d newly encoded",
-            self.path.name,
-            len(texts),
-            len(missing),
-        )
-        if not keys:
-            return torch.zeros(0, encoder.dim)
-        return self._embeddings[[self._row[k] for k in keys]].clone()
-
-    def _add(self, keys: list[bytes], embeddings: torch.Tensor):
-        if len(self._row) and embeddings.shape[1] != self._embeddings.shape[1]:
-            raise ValueError(
-                f"embedding cache {self.path} holds dim {self._embeddings.shape[1]}, "
-                f"the encoder gives {embeddings.shape[1]}"
-            )
-        base = len(self._row)
-        stored = self._embeddings if base else torch.zeros(0, embeddings.shape[1])
-        self._embeddings = torch.cat([stored, embeddings.float().cpu()])
-        self._row.update({k: base + i for i, k in enumerate(keys)})
-
-    def save(self):
-        """Write the cache atomically (a temporary file renamed into place)."""
-        keys = sorted(self._row, key=self._row.get)
-        key_tensor = torch.tensor([list(k) for k in keys], dtype=torch.uint8).reshape(-1, 32)
-        metadata = {
-            "format": self.FORMAT,
-            "encoder_name": self.encoder_name,
-            "dim": str(self._embeddings.shape[1]),
-        }
-        save_tensors(self.path, {"keys": key_tensor, "embeddings": self._embeddings}, metadata)
-
-
-def _read_metadata(path: Path) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.metadata() or {}
-    except Exception as err:  # safetensors raises several types on corrupt headers
-        raise ValueError(f"corrupt or unreadable tensor file {path}: {err}") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# Image prompts for encoders without an image tower
-
-
-class ImageProjection(nn.Module):
-    """MLP from image features to an encoder's text space; outputs unit vectors.
-
-    Features are standardised with the mean and spread of the training features (stored as
-    buffers). ``logit_scale`` is the learnable inverse temperature of the contrastive fit.
+    ``name`` and ``has_image_tower`` are known without loading (they come from the encoder's
+    name and class), so a caller that only needs to know the image-prompt route loads nothing.
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, hidden: int = 256, generator: torch.Generator | None = None
+        self,
+        name: str,
+        *,
+        path: str | Path | None = None,
+        allow_download: bool = False,
+        device: str | torch.device = "cpu",
     ):
-        super().__init__()
-        self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, hidden
-        self.register_buffer("feature_mean", torch.zeros(in_dim))
-        self.register_buffer("feature_std", torch.ones(in_dim))
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        for layer in (self.net[0], self.net[2]):
-            nn.init.normal_(layer.weight, std=layer.in_features**-0.5, generator=generator)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features.float() - self.feature_mean) / self.feature_std
-        return F.normalize(self.net(x), dim=-1)
-
-
-def _check_fit_inputs(features, labels, class_text_emb, train_classes):
-    if features.ndim != 2 or labels.ndim != 1 or features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"features must be [N, F] and labels [N], got {tuple(features.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
-    n_classes = class_text_emb.shape[0]
-    if not train_classes or min(train_classes) < 0 or max(train_classes) >= n_classes:
-        raise ValueError(
-            f"train_classes must be a non-empty list of class indices below {n_classes}"
+        kind, _ = parse_encoder_name(name)
+        self.name = canonical_encoder_name(name, path)
+        self.has_image_tower = (CLIPEncoder if kind == CLIP else MiniLMEncoder).has_image_tower
+        self._load = functools.partial(
+            load_encoder, name, path=path, allow_download=allow_download, device=device
         )
 
+    @functools.cached_property
+    def encoder(self) -> PromptEncoder:
+        """The loaded encoder."""
+        return self._load()
 
-def fit_image_projection(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    class_text_emb: torch.Tensor,
-    train_classes: list[int],
-    *,
-    steps: int = 500,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    seed: int = 0,
-    hidden: int = 256,
-) -> tuple[ImageProjection, list[dict]]:
-    """Fit an :class:`ImageProjection` contrastively on the images of ``train_classes`` only.
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
 
-    Each image's projection is pulled towards its class's text embedding and pushed from the
-    other training classes' (InfoNCE over the training classes, learnable temperature). Images of
-    other classes are dropped before anything is computed, so they cannot influence the fit.
-    Returns the projection (in eval mode) and a log of ``step, loss, accuracy, temperature``.
-    """
-    _check_fit_inputs(features, labels, class_text_emb, train_classes)
-    classes = torch.tensor(sorted(set(train_classes)))
-    keep = torch.isin(labels, classes)
-    if not keep.any():
-        raise ValueError("no image belongs to a training class: nothing to fit the projection on")
-    x = features[keep].float()
-    target_index = torch.searchsorted(classes, labels[keep])
-    targets = F.normalize(class_text_emb[classes].float(), dim=-1)
+    def encode_text(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        return self.encoder.encode_text(texts, batch_size)
 
-    generator = torch.Generator().manual_seed(seed)
-    projection = ImageProjection(x.shape[1], targets.shape[1], hidden, generator=generator)
-    projection.feature_mean.copy_(x.mean(0))
-    projection.feature_std.copy_(x.std(0, unbiased=False).clamp(min=1e-6))
-    optimizer = torch.optim.AdamW(projection.parameters(), lr=lr, weight_decay=1e-4)
-    batch = min(batch_size, x.shape[0])
-    record_every = max(1, steps // 20)
-    history = []
-    projection.train()
-    for step in range(1, steps + 1):
-        idx = torch.randint(x.shape[0], (batch,), generator=generator)
-        scale = projection.logit_scale.exp().clamp(max=100.0)
-        logits = scale * projection(x[idx]) @ targets.T
-        loss = F.cross_entropy(logits, target_index[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % record_every == 0 or step == steps:
-            accuracy = (logits.argmax(1) == target_index[idx]).float().mean().item()
-            history.append(
-                {
-                    "step": step,
-                    "loss": loss.item(),
-                    "accuracy": accuracy,
-                    "temperature": 1.0 / scale.item(),
-                }
-            )
-    log.info(
-        "image projection: %d images of %d training classes, loss %.3f, batch accuracy %.3f",
-        x.shape[0],
-        len(classes),
-        history[-1]["loss"],
-        history[-1]["accuracy"],
-    )
-    return projection.eval(), history
-
-
-def save_projection(projection: ImageProjection, path: str | Path) -> None:
-    """Write a projection's weights and shape to a safetensors file, atomically."""
-    metadata = {
-        "format": "tina-image-projection-v1",
-        "in_dim": str(projection.in_dim),
-        "out_dim": str(projection.out_dim),
-        "hidden": str(projection.hidden),
-    }
-    save_tensors(path, projection.state_dict(), metadata)
-
-
-def load_projection(path: str | Path) -> ImageProjection:
-    """Read a projection written by :func:`save_projection` (in eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing image projection file: {path}")
-    metadata = _read_metadata(path)
-    if metadata.get("format") != "tina-image-projection-v1":
-        raise ValueError(f"{path} is not an image projection written by save_projection")
-    projection = ImageProjection(
-        int(metadata["in_dim"]), int(metadata["out_dim"]), int(metadata["hidden"])
-    )
-    projection.load_state_dict(load_tensors(path))
-    return projection.eval()
-
-
-@torch.inference_mode()
-def encode_image_prompts(
-    encoder: PromptEncoder,
-    images_uint8: torch.Tensor,
-    *,
-    feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    projection: ImageProjection | None = None,
-) -> torch.Tensor:
-    """Image prompts in the encoder's space: its image tower, else ``projection(feature_fn(x))``."""
-    if encoder.has_image_tower:
-        return encoder.encode_images(images_uint8)
-    if feature_fn is None or projection is None:
-        raise ValueError(
-            f"encoder {encoder.name!r} has no image tower: pass feature_fn and a projection "
-            "fitted by fit_image_projection"
-        )
-    if projection.out_dim != encoder.dim:
-        raise ValueError(
-            f"the projection maps to dim {projection.out_dim}, encoder {encoder.name!r} has "
-            f"dim {encoder.dim}"
-        )
-    return projection(feature_fn(images_uint8))
+    def encode_images(self, images_uint8: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        return self.encoder.encode_images(images_uint8, batch_size)

@@ -2,14 +2,16 @@
 
 From Python, with a finished run directory (``snakemake all`` makes one)::
 
-    from tina.generate import generate_model, predict, save_model
+    from tina.generate import generate_model
+    from tina.generated import predict, save_model
 
     model = generate_model("results/default", ["llama", "coconut", "rainbow"], samples=4)
     model_file, sidecar = save_model(model, "llama.safetensors")
     for path, name in predict(model_file, ["photo1.jpg", "photo2.png"]):
         print(path, name)
 
-The command line ``tina generate`` / ``tina predict`` (:mod:`tina.cli`) calls these functions.
+The command line ``tina generate`` / ``tina predict`` (:mod:`tina.cli`) calls these functions;
+the model file and :func:`~tina.generated.predict` are :mod:`tina.generated`.
 
 Prompts. Each class name is stripped and matched case-insensitively (``_`` counts as a space) to
 the data set's class names. A match takes the run's cached name embedding *and* its class id, so
@@ -25,22 +27,11 @@ Samples. ``samples=n`` draws ``n`` nets with the consecutive seeds ``seed .. see
 averages their parameters (all nets are residuals around the same generic model, so their mean
 is a net too, and a better one on average); ``samples=1`` is a single sampled net. Sample ``i``
 of an average is exactly the net that ``samples=1, seed=seed + i`` gives.
-
-The model file is a safetensors file of a standalone net (``conv1.weight`` ... ``head.bias``,
-one head row per class in prompt order; a head-only Tina's net gets the generic body). Its
-metadata (one JSON entry, so the same seed gives the same file bytes) records the net spec, the
-classes, the image size, the sha256 of the Tina checkpoint and of the parameters' bytes. A JSON
-sidecar ``<file>.json`` repeats them with the seed, sample count and creation time.
-:func:`load_model` reads safetensors only (no pickle) and refuses a file whose parameters no
-longer match their recorded hash.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tina.io import load_tensors, save_tensors, sha256_file, write_json
-from tina.nets import CNN, NetSpec, flatten, split_body, unflatten
-from tina.train import Tina, load_tina
+from tina.encoders import PromptEncoder, load_encoder
+from tina.generated import GeneratedModel, TinaError, one_line, read_images
+from tina.io import load_tensors, sha256_file
+from tina.nets import NetSpec, flatten, split_body, unflatten
+from tina.prompts import ImageProjection, image_embedder, load_projection
+from tina.sampling import Tina, load_tina
 
-MODEL_FORMAT = "tina-generated-model-v1"
-METADATA_KEY = "tina"
 SAMPLERS = ("ddim", "ddpm")
 DEFAULT_ENCODER = {"name": "minilm", "path": None, "allow_download": False}
 DEFAULT_IMAGE_SIZE = 16
@@ -64,11 +56,6 @@ RUN_FILES = {
     "embeddings": "prompts/embeddings.safetensors",
     "projection": "prompts/image_projection.safetensors",
 }
-PREDICT_BATCH = 256
-
-
-class TinaError(Exception):
-    """A bad request or a missing or corrupt file; the message is one line saying what to fix."""
 
 
 # --------------------------------------------------------------------------- the run
@@ -114,44 +101,13 @@ def load_run(run: str | Path) -> TinaRun:
         tina = load_tina(checkpoint)
     except (ValueError, KeyError, RuntimeError) as err:
         raise TinaError(
-            f"Tina checkpoint {checkpoint} is corrupt or truncated ({_one_line(err)}); "
+            f"Tina checkpoint {checkpoint} is corrupt or truncated ({one_line(err)}); "
             "delete it and rerun `snakemake all`"
         ) from None
     return TinaRun(path, tina, sha256_file(checkpoint))
 
 
 # --------------------------------------------------------------------------- the model
-@dataclass
-class GeneratedModel:
-    """A generated standalone classifier: flat parameters of a full net and what made them."""
-
-    params: Tensor  # float32 [P] in the flat layout of ``spec``
-    spec: NetSpec  # full net (not head-only), one head row per class
-    classes: list[str]  # in prompt order: head row j classifies classes[j]
-    class_ids: list[int]  # the data set's class id of each class, -1 for a new name
-    image_size: int
-    prompt: str  # "names", "descriptions" or "images"
-    seed: int
-    samples: int
-    sampler: str
-    steps: int  # denoising steps taken per sample
-    tina_sha256: str
-
-    @property
-    def params_sha256(self) -> str:
-        return params_hash(self.params)
-
-    def net(self) -> CNN:
-        """The classifier as a ``torch.nn.Module`` in eval mode."""
-        return CNN.from_flat(self.params, self.spec).eval()
-
-
-def params_hash(params: Tensor) -> str:
-    """sha256 of a flat parameter vector's float32 bytes (in flat order)."""
-    data = params.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()
-
-
 # --------------------------------------------------------------------------- generation
 def generate_model(
     run: str | Path | TinaRun,
@@ -193,7 +149,7 @@ def generate_model(
         run.tina.schedule.T if sampler == "ddpm" else steps or run.tina.config.eval_sampler_steps
     )
     flat = _sample(run.tina, prompts, class_ids, samples, seed, sampler, steps)
-    params, spec = _standalone(flat, run.tina, len(names))
+    params, spec = standalone(flat, run.tina, len(names))
     return GeneratedModel(
         params=params,
         spec=spec,
@@ -207,10 +163,6 @@ def generate_model(
         steps=steps,
         tina_sha256=run.tina_sha256,
     )
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def _key(name: str) -> str:
@@ -251,20 +203,18 @@ def _match_classes(names: list[str], known_names: list[str]) -> list[int]:
 
 
 @functools.lru_cache(maxsize=2)
-def _encoder(name: str, path: str | None, allow_download: bool):
-    """The run's prompt encoder, loaded once per process."""
-    from tina.encoders import load_encoder
-
+def prompt_encoder(name: str, path: str | None, allow_download: bool) -> PromptEncoder:
+    """A run's prompt encoder, loaded once per process."""
     return load_encoder(name, path=path, allow_download=allow_download)
 
 
-def _run_encoder(run: TinaRun):
+def _run_encoder(run: TinaRun) -> PromptEncoder:
     cfg = run.encoder
     path = None if cfg["path"] is None else str(cfg["path"])
     try:
-        encoder = _encoder(str(cfg["name"]), path, bool(cfg["allow_download"]))
+        encoder = prompt_encoder(str(cfg["name"]), path, bool(cfg["allow_download"]))
     except (FileNotFoundError, ValueError) as err:
-        raise TinaError(f"cannot load the run's prompt encoder: {_one_line(err)}") from None
+        raise TinaError(f"cannot load the run's prompt encoder: {one_line(err)}") from None
     if encoder.dim != run.tina.model.prompt_dim:
         raise TinaError(
             f"encoder {encoder.name!r} gives {encoder.dim}-dim prompts but the Tina of "
@@ -286,7 +236,7 @@ def _name_prompts(run: TinaRun, names: list[str], class_ids: list[int]) -> Tenso
         try:
             cached = load_tensors(path)["names"].float()
         except (ValueError, KeyError) as err:
-            raise TinaError(f"embeddings file {path} is corrupt: {_one_line(err)}") from None
+            raise TinaError(f"embeddings file {path} is corrupt: {one_line(err)}") from None
         if cached.shape != (len(run.tina.class_names), prompts.shape[1]):
             raise TinaError(
                 f"embeddings file {path} holds {tuple(cached.shape)} name embeddings, the Tina "
@@ -313,31 +263,31 @@ def _description_prompts(run: TinaRun, names: list[str], descriptions: Sequence[
 
 def _image_prompts(run: TinaRun, names: list[str], folder: Path) -> Tensor:
     """One prompt per class: the normalised mean embedding of its images."""
-    from tina.encoders import encode_image_prompts, load_projection
-    from tina.prompts import generic_features
-
     files = _class_image_files(folder, names)
     encoder = _run_encoder(run)
-    projection, feature_fn = None, None
-    if not encoder.has_image_tower:
-        path = run.file("projection")
-        try:
-            projection = load_projection(path)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise TinaError(f"image projection {path} is corrupt: {_one_line(err)}") from None
-        codec = run.tina.codec
-
-        def feature_fn(images_uint8: Tensor) -> Tensor:
-            return generic_features(codec.generic, codec.spec_all, images_uint8)
-
+    codec = run.tina.codec
+    projection = functools.partial(_projection, run, encoder)
+    embed = image_embedder(encoder, projection, codec.generic, codec.spec_all)
     prompts = []
     for paths in files:
         images = read_images(paths, run.image_size)
-        embedded = encode_image_prompts(
-            encoder, images, feature_fn=feature_fn, projection=projection
-        )
-        prompts.append(F.normalize(embedded.mean(0), dim=0))
+        prompts.append(F.normalize(embed(images).mean(0), dim=0))
     return torch.stack(prompts)
+
+
+def _projection(run: TinaRun, encoder: PromptEncoder) -> ImageProjection:
+    """The run's image projection into the space of ``encoder`` (which has no image tower)."""
+    path = run.file("projection")
+    try:
+        projection = load_projection(path)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise TinaError(f"image projection {path} is corrupt: {one_line(err)}") from None
+    if projection.out_dim != encoder.dim:
+        raise ValueError(
+            f"the projection maps to dim {projection.out_dim}, encoder {encoder.name!r} has "
+            f"dim {encoder.dim}"
+        )
+    return projection
 
 
 def _class_image_files(folder: Path, names: list[str]) -> list[list[Path]]:
@@ -388,7 +338,7 @@ def _sample(
     return torch.stack(nets).mean(0)
 
 
-def _standalone(flat: Tensor, tina: Tina, n: int) -> tuple[Tensor, NetSpec]:
+def standalone(flat: Tensor, tina: Tina, n: int) -> tuple[Tensor, NetSpec]:
     """A full ``n``-class net from generated parameters (padding rows dropped, body added)."""
     spec = tina.spec
     if spec.head_only:
@@ -399,161 +349,3 @@ def _standalone(flat: Tensor, tina: Tina, n: int) -> tuple[Tensor, NetSpec]:
     named["head.weight"] = named["head.weight"][:n]
     named["head.bias"] = named["head.bias"][:n]
     return flatten(named).float().contiguous(), spec.with_classes(n, head_only=False)
-
-
-# --------------------------------------------------------------------------- files
-def sidecar_path(path: str | Path) -> Path:
-    """The JSON sidecar of a model file: ``<file>.json``."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def _header(model: GeneratedModel) -> dict:
-    return {
-        "format": MODEL_FORMAT,
-        "spec": json.loads(model.spec.to_json()),
-        "classes": model.classes,
-        "class_ids": model.class_ids,
-        "image_size": model.image_size,
-        "prompt": model.prompt,
-        "seed": model.seed,
-        "samples": model.samples,
-        "sampler": model.sampler,
-        "steps": model.steps,
-        "tina_sha256": model.tina_sha256,
-        "params_sha256": model.params_sha256,
-    }
-
-
-def save_model(model: GeneratedModel, out: str | Path) -> tuple[Path, Path]:
-    """Write the model file and its JSON sidecar atomically; return both paths."""
-    out = Path(out)
-    header = _header(model)
-    metadata = {METADATA_KEY: json.dumps(header, sort_keys=True)}
-    save_tensors(out, unflatten(model.params, model.spec), metadata=metadata)
-    sidecar = sidecar_path(out)
-    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(sidecar, {"model": out.name, **header, "created": created})
-    return out, sidecar
-
-
-def load_model(path: str | Path) -> GeneratedModel:
-    """Read a model file written by :func:`save_model`, checking its parameters' sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise TinaError(f"model file {path} not found; `tina generate --out {path}` makes one")
-    header, tensors = _read_model_file(path)
-    spec, classes = _net_spec(path, header, tensors)
-    params = flatten(tensors).float()
-    if params_hash(params) != header.get("params_sha256"):
-        raise TinaError(
-            f"model file {path} is corrupt: its parameters do not match their recorded sha256"
-        )
-    _check_sidecar(path, header["params_sha256"])
-    try:
-        return GeneratedModel(
-            params=params,
-            spec=spec,
-            classes=classes,
-            class_ids=[int(c) for c in header["class_ids"]],
-            image_size=int(header["image_size"]),
-            prompt=str(header["prompt"]),
-            seed=int(header["seed"]),
-            samples=int(header["samples"]),
-            sampler=str(header["sampler"]),
-            steps=int(header["steps"]),
-            tina_sha256=str(header["tina_sha256"]),
-        )
-    except (KeyError, ValueError, TypeError) as err:
-        raise TinaError(f"model file {path} has incomplete metadata: {_one_line(err)}") from None
-
-
-def _read_model_file(path: Path) -> tuple[dict, dict[str, Tensor]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_tensors(path)
-    except Exception as err:  # safetensors raises several types on a damaged file
-        raise TinaError(f"model file {path} is corrupt: {_one_line(err)}") from None
-    try:
-        header = json.loads(metadata[METADATA_KEY])
-    except (KeyError, ValueError):
-        raise TinaError(
-            f"model file {path} is corrupt or not written by `tina generate` (no {METADATA_KEY!r} "
-            "metadata)"
-        ) from None
-    if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
-        raise TinaError(f"model file {path} is not a {MODEL_FORMAT} file")
-    return header, tensors
-
-
-def _net_spec(path: Path, header: dict, tensors: dict[str, Tensor]) -> tuple[NetSpec, list[str]]:
-    """The net spec and classes of a model file; they must describe its tensors' full net."""
-    try:
-        spec = NetSpec.from_json(header["spec"])
-        classes = [str(c) for c in header["classes"]]
-    except (KeyError, ValueError, TypeError) as err:
-        raise TinaError(f"model file {path} has a wrong net spec: {_one_line(err)}") from None
-    expected = dict(spec.param_shapes())
-    found = {name: tuple(t.shape) for name, t in tensors.items()}
-    problem = None
-    if spec.head_only:
-        problem = "the spec is head-only (a model file holds a whole net)"
-    elif len(classes) != spec.num_classes:
-        problem = f"{len(classes)} classes for a {spec.num_classes}-class net"
-    elif found != expected:
-        problem = f"tensors {found} do not match {spec} ({expected})"
-    if problem:
-        raise TinaError(f"model file {path} has a wrong net spec: {problem}")
-    return spec, classes
-
-
-def _check_sidecar(path: Path, params_sha256: str) -> None:
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        return
-    try:
-        recorded = json.loads(sidecar.read_text()).get("params_sha256")
-    except (ValueError, AttributeError) as err:
-        raise TinaError(f"sidecar {sidecar} is corrupt: {_one_line(err)}") from None
-    if recorded != params_sha256:
-        raise TinaError(
-            f"model file {path} is corrupt: its sidecar {sidecar.name} records another "
-            "parameter sha256"
-        )
-
-
-# --------------------------------------------------------------------------- prediction
-def read_images(paths: Sequence[str | Path], image_size: int) -> Tensor:
-    """RGB uint8 images ``[n, 3, S, S]``, centre-cropped and resized like the data sets' files."""
-    from PIL import Image
-
-    from tina.data import _read_image
-
-    out = []
-    for path in paths:
-        try:
-            out.append(_read_image(Path(path), image_size))
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise TinaError(f"cannot read image {path}: {_one_line(err)}") from None
-    return torch.stack(out) if out else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
-
-
-@torch.no_grad()
-def predict(
-    model: GeneratedModel | str | Path, image_paths: Sequence[str | Path]
-) -> list[tuple[str, str]]:
-    """Classify image files with a generated model: ``[(path, class name), ...]``."""
-    from tina.data import to_float
-
-    model = model if isinstance(model, GeneratedModel) else load_model(model)
-    net = model.net()
-    paths = [str(p) for p in image_paths]
-    out = []
-    for start in range(0, len(paths), PREDICT_BATCH):
-        chunk = paths[start : start + PREDICT_BATCH]
-        labels = net(to_float(read_images(chunk, model.image_size))).argmax(1)
-        out += [(p, model.classes[int(c)]) for p, c in zip(chunk, labels, strict=True)]
-    return out

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger("tina")
@@ -61,6 +62,15 @@ def load_tensors(path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"missing tensor file: {path}")
     try:
         return load_file(str(path))
+    except Exception as err:  # safetensors raises several types on corrupt headers
+        raise ValueError(f"corrupt or unreadable tensor file {path}: {err}") from None
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The metadata of a safetensors file; a corrupt or foreign file raises a one-line error."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
     except Exception as err:  # safetensors raises several types on corrupt headers
         raise ValueError(f"corrupt or unreadable tensor file {path}: {err}") from None
 
@@ -138,8 +148,8 @@ def set_threads(threads: int):
     """Torch's CPU threads for this step; subnormal floats are flushed to zero as well.
 
     Small nets trained to a plateau produce subnormal gradients and Adam moments, which make
-    CPU arithmetic several times slower (measured: Tina's functional loss, 8x); flushing them
-    changes results by less than float32 resolution of any normal number."""
+    CPU arithmetic several times slower; flushing them changes results by less than float32
+    resolution of any normal number."""
     torch.set_num_threads(max(1, int(threads)))
     torch.set_flush_denormal(True)
 

@@ -11,11 +11,13 @@ as a flat body vector.
 
 :func:`forward` runs ``T`` nets at once on ``T`` batches of images as one grouped convolution
 (``groups=T``, channels-last), which keeps a CPU core busy where one tiny net would leave it
-idle (about 1.8x less CPU time per net than one plain module at a time; ``torch.vmap`` over
-the nets was slower than either). In channels-last layout oneDNN computes every group with the
+idle (less CPU time per net than one plain module at a time; ``torch.vmap`` over the nets
+was slower than either). In channels-last layout oneDNN computes every group with the
 same kernel whatever the number of groups, so on one thread and for ``T >= 2`` a net's outputs
 and gradients are bit-identical whichever other nets share its batch (``T = 1`` takes another
 code path; on several threads, odd and even ``T`` split the work differently).
+
+:func:`score` measures many nets at once, each on the test images of its own task.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tina.data import to_float
+from tina.tasks import task_classes
 
 ARCHS: dict[str, tuple[int, int]] = {
     "cnn5k": (16, 32),
@@ -252,6 +258,88 @@ def forward(flat: Tensor, images: Tensor, spec: NetSpec, body: Tensor | None = N
             raise ValueError("body= is only for head-only specs; this spec generates the body")
         feats = _conv_body(params, images)
     return _head(params, feats)
+
+
+def spec_of_generic(generic_flat: Tensor, spec: NetSpec) -> NetSpec:
+    """The full spec (head over all classes) of a generic vector of ``spec``'s architecture."""
+    base = spec.with_classes(1, head_only=False)
+    rows, rest = divmod(generic_flat.numel() - base.body_size, spec.feature_dim + 1)
+    if rest or rows < 1:
+        raise ValueError(
+            f"generic vector of {generic_flat.numel()} entries does not fit arch {spec.arch}"
+        )
+    return spec.with_classes(rows, head_only=False)
+
+
+# --------------------------------------------------------------------------- scoring
+def slot_index(labels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices of the items whose label is one of ``classes`` and their slot in ``classes``."""
+    valid = classes[classes >= 0]
+    slot_of = torch.full((int(max(labels.max(), valid.max())) + 1,), -1, dtype=torch.long)
+    slot_of[valid] = torch.nonzero(classes >= 0).squeeze(1)
+    slots = slot_of[labels]
+    index = torch.nonzero(slots >= 0).squeeze(1)
+    return index, slots[index]
+
+
+def mask_padding(logits: Tensor, classes: Tensor) -> Tensor:
+    """Padding slots can never be predicted: their logits become -inf."""
+    return logits.masked_fill((classes < 0).unsqueeze(1), float("-inf"))
+
+
+@torch.no_grad()
+def task_accuracy(
+    flat: Tensor,
+    classes: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    spec: NetSpec,
+    body: Tensor | None,
+    nets_per_pass: int = 16,
+    images_per_pass: int = 128,
+) -> Tensor:
+    """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``."""
+    plans = [slot_index(labels, ids) for ids in classes]
+    longest = max(len(index) for index, _ in plans)
+    if min(len(index) for index, _ in plans) == 0:
+        raise ValueError("a task has no test images")
+    # pad every task to the same count by repeating its first item; padded items are not scored
+    index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i, _ in plans])
+    slots = torch.stack([torch.cat([s, s[:1].expand(longest - len(s))]) for _, s in plans])
+    counted = torch.arange(longest) < torch.tensor([len(i) for i, _ in plans]).unsqueeze(1)
+    correct = torch.zeros(len(classes))
+    for t in range(0, len(classes), nets_per_pass):
+        nets = slice(t, t + nets_per_pass)
+        for b in range(0, longest, images_per_pass):
+            items = slice(b, b + images_per_pass)
+            batch = images[index[nets, items].reshape(-1)]
+            batch = batch.reshape(*index[nets, items].shape, *images.shape[1:])
+            logits = mask_padding(forward(flat[nets], batch, spec, body=body), classes[nets])
+            hits = (logits.argmax(-1) == slots[nets, items]) & counted[nets, items]
+            correct[nets] += hits.sum(dim=1)
+    return correct / counted.sum(dim=1)
+
+
+def score(
+    params: Tensor,
+    tasks: pd.DataFrame,
+    images: Tensor,
+    labels: Tensor,
+    spec: NetSpec,
+    body: Tensor | None = None,
+) -> Tensor:
+    """Accuracy ``[T]`` of nets ``params [T, P]`` on the images of their tasks (batched).
+
+    Labels map to slots in prompt order; padding slots are never predicted. Head-only specs
+    need ``body`` (the generic body vector).
+    """
+    if params.shape != (len(tasks), spec.num_params):
+        raise ValueError(
+            f"params must be [{len(tasks)}, {spec.num_params}] for {len(tasks)} tasks and {spec}, "
+            f"got {tuple(params.shape)}"
+        )
+    classes = task_classes(tasks, spec.num_classes)
+    return task_accuracy(params.float(), classes, to_float(images), labels, spec, body)
 
 
 class CNN(nn.Module):

@@ -25,11 +25,16 @@ import torch
 from torch import Tensor
 
 from tina.config import from_section
-from tina.evaluate import EvalConfig, EvalContext, name_records, reference_records
-from tina.shards import Generic, Zoo
-from tina.tasks import TaskDrawer
-from tina.train import Tina, TinaConfig, train_tina
-from tina.zoo import derive_seed
+from tina.data import Dataset, load_dataset
+from tina.device import pick_device
+from tina.evaluate.context import EvalConfig, EvalContext
+from tina.evaluate.records import name_records, reference_records
+from tina.prompts import load_embeddings
+from tina.sampling import Tina, TinaConfig
+from tina.seeding import derive_seed
+from tina.tasks import read_tasks
+from tina.train import TrainData, load_train_data, train_tina
+from tina.zoo.store import Generic, Zoo, finetune_shard, load_generic, load_zoo, train_generic_model
 
 log = logging.getLogger("tina.scaling")
 
@@ -58,7 +63,7 @@ class RunData:
     """What the scaling jobs read: data, tasks, class split, prompts and the main run's
     generic model and zoo (None for the net curve, which trains its own)."""
 
-    dataset: object  # tina.data.Dataset
+    dataset: Dataset
     tasks: pd.DataFrame
     class_split: pd.DataFrame
     embeddings: dict[str, Tensor]
@@ -69,11 +74,6 @@ class RunData:
 def load_run_data(inputs, with_zoo: bool = True) -> RunData:
     """Read the files named by a scaling rule's ``inputs`` (``generic`` and ``zoo`` too when
     ``with_zoo``)."""
-    from tina.data import load_dataset
-    from tina.prompts import load_embeddings
-    from tina.shards import load_generic, load_zoo
-    from tina.tasks import read_tasks
-
     run = RunData(
         dataset=load_dataset(inputs.dataset, inputs.classes),
         tasks=read_tasks(inputs.tasks),
@@ -97,34 +97,27 @@ def nested_subset(n_total: int, n: int, seed: int) -> Tensor:
     return torch.randperm(n_total, generator=g)[:n]
 
 
-def _train_split(zoo: Zoo) -> tuple[Tensor, Tensor]:
-    train = torch.as_tensor((zoo.meta["split"] == "train").to_numpy())
-    return zoo.params[train], zoo.classes[train]
+def train_data(run: RunData, generic: Generic, zoo: Zoo) -> TrainData:
+    """What Tina trains on at a point: the training p-models of ``zoo`` (from ``generic``), and
+    fresh tasks drawn from the run's class split."""
+    return load_train_data(
+        run.dataset, run.tasks, run.embeddings, generic, zoo, class_split=run.class_split
+    )
 
 
 def train_point(
-    run: RunData, zoo: Zoo, generic: Generic, params: Tensor, classes: Tensor, cfg: TinaConfig,
-    seed: int, device: str = "cpu", precision: str = "fp32",
-) -> Tina:  # fmt: skip
-    """Train Tina on p-models ``params [N, P]`` of tasks ``classes [N, k]``.
+    data: TrainData, cfg: TinaConfig, seed: int, device: str = "cpu", precision: str = "fp32"
+) -> Tina:
+    """Train Tina on ``data`` (:func:`train_data`, or a subset of its p-models).
 
     ``device`` is the config's choice (``auto``, ``cpu``, ``cuda``); the model comes back on the
     CPU, where the evaluation samples from it.
     """
-    from tina.device import pick_device
-
-    data = run.dataset
-    tina, _ = train_tina(
-        params, classes, generic.flat, zoo.spec, run.embeddings["names"], generic.trained,
-        run.tasks[run.tasks["split"] == "val"], data.train_images, data.train_labels,
-        data.test_images, data.test_labels, cfg, seed, data.classes["name"].tolist(),
-        device=pick_device(device), precision=precision,
-        drawer=TaskDrawer.from_tables(run.class_split, run.tasks),
-    )  # fmt: skip
+    tina, _ = train_tina(data, cfg, seed=seed, device=pick_device(device), precision=precision)
     log.info(
         "trained Tina (width %d) on %d p-models for %d steps in %.1f s, validation %.4f",
         cfg.width,
-        len(params),
+        len(data.params),
         cfg.steps,
         tina.meta["train_seconds"],
         tina.meta["val_accuracy"],
@@ -161,12 +154,9 @@ def scale_tasks(
 ) -> pd.DataFrame:  # fmt: skip
     """Scaling point: Tina trained on ``n`` training p-models (a nested seeded subset)."""
     cfg = ScalingConfig.from_config(scaling)
-    params, classes = _train_split(run.zoo)
-    subset = nested_subset(len(params), n, seed)
-    model = train_point(
-        run, run.zoo, run.generic, params[subset], classes[subset], _tina_config(tina, cfg),
-        seed, device, tina.get("precision", "fp32"),
-    )  # fmt: skip
+    data = train_data(run, run.generic, run.zoo)
+    data = data.subset(nested_subset(len(data.params), n, seed))
+    model = train_point(data, _tina_config(tina, cfg), seed, device, tina.get("precision", "fp32"))
     return evaluate_point(run, run.zoo, model, evaluate, seed, "scaling_tasks", f"tasks={n}")
 
 
@@ -182,9 +172,8 @@ def scale_width(
             f"scaling.widths: {width} is not divisible by tina.heads = {heads}; use multiples "
             f"of {heads}"
         )
-    params, classes = _train_split(run.zoo)
     model = train_point(
-        run, run.zoo, run.generic, params, classes, _tina_config(tina, cfg, width=width), seed,
+        train_data(run, run.generic, run.zoo), _tina_config(tina, cfg, width=width), seed,
         device, tina.get("precision", "fp32"),
     )  # fmt: skip
     return evaluate_point(run, run.zoo, model, evaluate, seed, "scaling_width", f"width={width}")
@@ -196,8 +185,6 @@ def net_zoo(
 ) -> tuple[Generic, Zoo]:  # fmt: skip
     """A generic model of ``arch`` and p-models of the first ``net_tasks`` training tasks and
     of every test-ID task, trained like the main zoo but for the scaling step counts."""
-    from tina.shards import finetune_shard, train_generic_model
-
     tasks = run.tasks
     train = tasks[tasks["split"] == "train"].head(cfg.net_tasks)
     chosen = pd.concat([train, tasks[tasks["split"] == "test_id"]], ignore_index=True)
@@ -229,9 +216,8 @@ def scale_net(
     model, point_zoo = net_zoo(
         run, arch, net=net, generic=generic, zoo=zoo, cfg=cfg, seed=seed, threads=threads
     )
-    params, classes = _train_split(point_zoo)
     trained = train_point(
-        run, point_zoo, model, params, classes, _tina_config(tina, cfg), seed, device,
+        train_data(run, model, point_zoo), _tina_config(tina, cfg), seed, device,
         tina.get("precision", "fp32"),
     )  # fmt: skip
     return evaluate_point(run, point_zoo, trained, evaluate, seed, "scaling_net", f"net={arch}")

@@ -29,6 +29,8 @@ import torch
 log = logging.getLogger("tina.tasks")
 
 SPLITS = ("train", "val", "test_id", "test_ood", "test_kway")
+PAD = -1
+"""Class id of an empty slot in a task with fewer than k classes."""
 POOLED_GROUP = "pooled"
 ALL_CLASSES = "all"
 
@@ -200,8 +202,26 @@ def split_tasks(
 
 
 def class_ids(tasks: pd.DataFrame) -> list[list[int]]:
-    """The ordered class ids of every task row."""
-    return [[int(c) for c in s.split()] for s in tasks["class_ids"]]
+    """The ordered class ids of every task row.
+
+    ``tasks["class_ids"]`` holds space-separated strings (the task table) or lists of ints.
+    """
+    return [
+        [int(c) for c in (value.split() if isinstance(value, str) else value)]
+        for value in tasks["class_ids"]
+    ]
+
+
+def task_classes(tasks: pd.DataFrame, k: int) -> torch.Tensor:
+    """Class ids ``[T, k]`` of every task in prompt order, padded with ``PAD``."""
+    rows = []
+    for ids in class_ids(tasks):
+        if not 1 <= len(ids) <= k:
+            raise ValueError(f"a task has {len(ids)} classes; tasks need 1..{k} (k of the net)")
+        if len(set(ids)) < len(ids) or min(ids) < 0:
+            raise ValueError(f"task classes {ids} repeat a class or hold a negative id")
+        rows.append(ids + [PAD] * (k - len(ids)))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
 
 
 def read_tasks(path) -> pd.DataFrame:

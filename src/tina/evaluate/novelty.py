@@ -29,14 +29,15 @@ from torch import Tensor
 
 from tina.baselines import retrieve
 from tina.data import to_float
-from tina.evaluate import EvalContext, class_id_lists, generate, task_slots
+from tina.evaluate.context import EvalContext, generate, task_slots
+from tina.evaluate.records import NOVELTY_COLUMNS
 from tina.metrics import accuracy, nearest_neighbour, wrong_iou
 from tina.nets import NetSpec, forward
-from tina.report import NOVELTY_COLUMNS
-from tina.train import task_prompts
-from tina.zoo import derive_seed
+from tina.sampling import task_prompts
+from tina.seeding import derive_seed
+from tina.tasks import class_ids
 
-log = logging.getLogger("tina.novelty")
+log = logging.getLogger("tina.evaluate.novelty")
 
 GENERATED = "generated"
 
@@ -139,7 +140,7 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
             novelty_rows(
                 GENERATED,
                 tasks["task_id"].tolist(),
-                class_id_lists(tasks),
+                class_ids(tasks),
                 nets,
                 retrieved,
                 bank,
@@ -148,7 +149,7 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
             )
         )
 
-    train_meta = ctx.zoo.meta[ctx.zoo.meta["split"] == "train"].reset_index(drop=True)
+    train_meta = ctx.zoo.meta[ctx.zoo.train_mask().numpy()].reset_index(drop=True)
     order = torch.Generator().manual_seed(derive_seed(ctx.seed, "novelty", "sources"))
     chosen = torch.randperm(len(bank), generator=order)[: cfg.noise_pmodels]
     sources, source_meta = bank[chosen], train_meta.iloc[chosen.numpy()]
@@ -159,7 +160,7 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
             novelty_rows(
                 noise_source(sigma),
                 source_meta["task_id"].tolist(),
-                class_id_lists(source_meta),
+                class_ids(source_meta),
                 perturb(sources, std, sigma, g),
                 sources,
                 bank,
@@ -178,18 +179,3 @@ def novelty_table(records: pd.DataFrame) -> pd.DataFrame:
     table.insert(0, "models", records.groupby("source", sort=False).size())
     order = sorted(table.index, key=lambda s: (s != GENERATED, s))
     return table.loc[order].reset_index()
-
-
-def novelty_markdown(table: pd.DataFrame) -> str:
-    """Markdown rendering of :func:`novelty_table` (accuracy in percent)."""
-    shown = table.assign(accuracy=table["accuracy"] * 100.0).rename(
-        columns={"accuracy": "accuracy %"}
-    )
-    body = shown.to_markdown(index=False, floatfmt=".3g")
-    note = (
-        "Means over models. `nearest_distance`: L2 distance to the nearest training p-model; "
-        "`nearest_cosine`: cosine similarity to the most similar one; `wrong_iou`: IoU of the "
-        "test images misclassified by the model and by the retrieved training p-model "
-        "(generated) or the noise's source p-model (noisy copies)."
-    )
-    return f"# Novelty of generated models\n\n{note}\n\n{body}\n"

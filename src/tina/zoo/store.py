@@ -7,12 +7,12 @@
   accuracies of the p-model and of the generic model with classifier selection.
 
 Shard ``i`` of ``n`` holds every task whose position in the task table is ``i`` modulo ``n``, so
-shards are balanced across splits and the sharding never changes a p-model (see tina.zoo).
+shards are balanced across splits and the sharding never changes a p-model (see
+:mod:`tina.zoo.finetune`).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,9 +23,8 @@ from torch import Tensor
 from tina.data import Dataset
 from tina.io import load_tensors, save_tensors, write_csv, write_json
 from tina.nets import NetSpec
-from tina.zoo import finetune_pmodels, task_classes, train_generic
-
-log = logging.getLogger("tina.shards")
+from tina.tasks import task_classes
+from tina.zoo.finetune import finetune_pmodels, train_generic
 
 
 @dataclass
@@ -41,6 +40,10 @@ class Zoo:
     classes: Tensor  # [T, k]
     meta: pd.DataFrame  # one row per p-model, in the order of params
     spec: NetSpec
+
+    def train_mask(self) -> Tensor:
+        """``[T]`` bool: the rows that are training p-models (split ``train``)."""
+        return torch.as_tensor((self.meta["split"] == "train").to_numpy(copy=True))
 
 
 def _metadata(path) -> dict[str, str]:

@@ -5,6 +5,7 @@
 # Cheap steps run on the submit host, not as cluster jobs.
 localrules:
     make_tables,
+    make_figures,
     make_summary,
 
 
@@ -18,12 +19,6 @@ rule make_tables:
             category=experiment_category,
         ),
         markdown=f"{RESULTS}/tables/{{experiment}}.md",
-        png=report(
-            f"{RESULTS}/figures/{{experiment}}.png",
-            caption="../report/experiment.rst",
-            category=experiment_category,
-        ),
-        svg=f"{RESULTS}/figures/{{experiment}}.svg",
     log:
         f"{RESULTS}/logs/make_tables/{{experiment}}.log",
     benchmark:
@@ -37,18 +32,51 @@ rule make_tables:
         mem_mb=2000,
         runtime=10,
     params:
-        caption=experiment_caption,
+        experiment="{experiment}",
     message:
-        "Tabulating and plotting experiment {wildcards.experiment}"
+        "Tabulating experiment {wildcards.experiment}"
     script:
         "../src/scripts/make_tables.py"
+
+
+rule make_figures:
+    input:
+        records=experiment_records,
+    output:
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}.png",
+            caption="../report/experiment.rst",
+            category=experiment_category,
+        ),
+        svg=f"{RESULTS}/figures/{{experiment}}.svg",
+    log:
+        f"{RESULTS}/logs/make_figures/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/make_figures/{{experiment}}.tsv"
+    wildcard_constraints:
+        experiment="|".join(report_experiments()),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        experiment="{experiment}",
+        caption=experiment_caption,
+    message:
+        "Plotting experiment {wildcards.experiment}"
+    script:
+        "../src/scripts/make_figures.py"
 
 
 rule make_summary:
     input:
         records=eval_records(),
         novelty=rules.evaluate_novelty.output.records,
+        # after every table and figure job, so that the performance tables include them
         tables=expand(f"{RESULTS}/tables/{{experiment}}.csv", experiment=report_experiments()),
+        figures=expand(f"{RESULTS}/figures/{{experiment}}.png", experiment=report_experiments()),
     output:
         summary=report(
             f"{RESULTS}/summary.json", caption="../report/summary.rst", category="Summary"

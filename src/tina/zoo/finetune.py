@@ -1,12 +1,12 @@
-"""The generic model and the zoo of personalised models (p-models) that Tina learns from.
+"""Training the generic model and the zoo of personalised models (p-models) Tina learns from.
 
 The *generic* model is one net with a head over all classes, trained on the seen classes only.
 *Classifier selection* turns it into a task's net: its body plus the head rows of the task's
 classes in prompt order. A *p-model* is that net fine-tuned on the task's training images.
 
 Many p-models train at once as one batched computation: their flat parameters are stacked into
-``[T, P]`` and run as grouped convolutions (:func:`tina.nets.forward`), about 1.8x less CPU time
-per model than training them one by one (chunks of 4 to 16 are fastest). Each task's
+``[T, P]`` and run as grouped convolutions (:func:`tina.nets.forward`), less CPU time per model
+than training them one by one (chunks of 4 to 16 are fastest). Each task's
 mini-batches and augmentations come from a generator seeded by ``(seed, task_id)``, the loss is
 a sum of per-task losses and Adam works elementwise, so on one thread a task's p-model is
 bit-identical whichever tasks share its chunk or shard (a chunk of one runs as two copies, to
@@ -16,7 +16,6 @@ composition only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -27,15 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tina import seeding
 from tina.data import Dataset, to_float
 from tina.io import progress as progress_bar
 from tina.io import set_threads
-from tina.nets import NetSpec, features, forward, init_head_rows, init_params, split_body, unflatten
+from tina.nets import (
+    NetSpec,
+    features,
+    forward,
+    init_head_rows,
+    init_params,
+    mask_padding,
+    slot_index,
+    spec_of_generic,
+    split_body,
+    task_accuracy,
+    unflatten,
+)
+from tina.tasks import PAD, task_classes
 
 log = logging.getLogger("tina.zoo")
-
-PAD = -1
-"""Class id of an empty slot in a task with fewer than k classes."""
 
 AUGMENTS = ("none", "geometric", "color")
 """On-the-fly augmentation of training batches: ``geometric`` shifts images by up to
@@ -43,48 +53,6 @@ AUGMENTS = ("none", "geometric", "color")
 channels in a random order (the data set's glyphs already come in many hues)."""
 MAX_SHIFT = 2
 _CHANNEL_ORDERS = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts (e.g. the config seed and a task id), stable across runs."""
-    text = "/".join(str(part) for part in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def _generator(*parts) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
-
-
-def _as_float(images: Tensor) -> Tensor:
-    """Normalised float images; uint8 images go through :func:`tina.data.to_float`."""
-    return to_float(images) if images.dtype == torch.uint8 else images.float()
-
-
-def task_classes(tasks: pd.DataFrame, k: int) -> Tensor:
-    """Class ids ``[T, k]`` of every task in prompt order, padded with ``PAD``.
-
-    ``tasks["class_ids"]`` holds lists of ints or space-separated strings (the task table).
-    """
-    rows = []
-    for value in tasks["class_ids"]:
-        ids = [int(c) for c in (value.split() if isinstance(value, str) else value)]
-        if not 1 <= len(ids) <= k:
-            raise ValueError(f"a task has {len(ids)} classes; tasks need 1..{k} (k of the net)")
-        if len(set(ids)) < len(ids) or min(ids) < 0:
-            raise ValueError(f"task classes {ids} repeat a class or hold a negative id")
-        rows.append(ids + [PAD] * (k - len(ids)))
-    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
-
-
-def _spec_of_generic(generic_flat: Tensor, spec: NetSpec) -> NetSpec:
-    """The full spec (head over all classes) of a generic vector of ``spec``'s architecture."""
-    base = spec.with_classes(1, head_only=False)
-    rows, rest = divmod(generic_flat.numel() - base.body_size, spec.feature_dim + 1)
-    if rest or rows < 1:
-        raise ValueError(
-            f"generic vector of {generic_flat.numel()} entries does not fit arch {spec.arch}"
-        )
-    return spec.with_classes(rows, head_only=False)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -123,16 +91,6 @@ def augment(images: Tensor, draws: Tensor, mode: str) -> Tensor:
         order = _CHANNEL_ORDERS.to(draws.device)[draws[:, 3]][:, None, None, :].expand_as(picked)
         picked = torch.gather(picked, -1, order)
     return picked.permute(0, 3, 1, 2)
-
-
-def _slot_index(labels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices of the items whose label is one of ``classes`` and their slot in ``classes``."""
-    valid = classes[classes >= 0]
-    slot_of = torch.full((int(max(labels.max(), valid.max())) + 1,), -1, dtype=torch.long)
-    slot_of[valid] = torch.nonzero(classes >= 0).squeeze(1)
-    slots = slot_of[labels]
-    index = torch.nonzero(slots >= 0).squeeze(1)
-    return index, slots[index]
 
 
 def _cosine_lr(optimizer: torch.optim.Optimizer, lr: float, step: int, steps: int, warmup: int):
@@ -175,13 +133,13 @@ def train_generic(
             f"spec_all must be a full net with {num_classes_total} classes, got {spec_all}"
         )
     classes = torch.as_tensor(list(class_ids), dtype=torch.long)
-    index, slots = _slot_index(labels, classes)
+    index, slots = slot_index(labels, classes)
     if len(index) == 0:
         raise ValueError("no training images belong to class_ids")
-    x_train = _as_float(images[index])
-    flat = init_params(spec_all, _generator(seed, "generic-init")).requires_grad_()
+    x_train = to_float(images[index])
+    flat = init_params(spec_all, seeding.generator(seed, "generic-init")).requires_grad_()
     optimizer = torch.optim.Adam([flat], lr=lr)
-    generator = _generator(seed, "generic-batches")
+    generator = seeding.generator(seed, "generic-batches")
     batches = _epoch_batches(len(index), steps, batch_size, generator)
     draws = draw_augment(batches.shape, generator)
     losses, start = [], time.perf_counter()
@@ -211,8 +169,8 @@ def train_generic(
         "train_acc": _generic_accuracy(flat, x_train, slots, classes, spec_all),
     }
     if test_images is not None and test_labels is not None:
-        test_index, test_slots = _slot_index(test_labels, classes)
-        x_test = _as_float(test_images[test_index])
+        test_index, test_slots = slot_index(test_labels, classes)
+        x_test = to_float(test_images[test_index])
         report["test_acc"] = _generic_accuracy(flat, x_test, test_slots, classes, spec_all)
     log.info(
         "generic: %d steps in %.1f s, loss %.3f, accuracy %.3f train / %s test (%d-way)",
@@ -262,7 +220,7 @@ def select_classifier(
         raise ValueError(f"class ids {classes.tolist()} outside 0..{spec_all.num_classes - 1}")
     rows = generic_flat[spec_all.head_rows()[classes.clamp(min=0)]]
     for slot in torch.nonzero(classes == PAD).squeeze(1).tolist():
-        rows[slot] = init_head_rows(1, spec_task, _generator(seed, "pad", slot))[0]
+        rows[slot] = init_head_rows(1, spec_task, seeding.generator(seed, "pad", slot))[0]
     head = torch.cat([rows[:, :-1].reshape(-1), rows[:, -1]])
     if spec_task.head_only:
         return head
@@ -293,11 +251,6 @@ class _Trunk:
         return forward(flat, batch.reshape(*index.shape, *batch.shape[1:]), self.spec)
 
 
-def _mask_padding(logits: Tensor, classes: Tensor) -> Tensor:
-    """Padding slots can never be predicted: their logits become -inf."""
-    return logits.masked_fill((classes < 0).unsqueeze(1), float("-inf"))
-
-
 def _finetune_chunk(
     init: Tensor,
     classes: Tensor,
@@ -314,10 +267,10 @@ def _finetune_chunk(
     """Fine-tune nets ``init [T, P]`` of tasks ``classes [T, k]`` together; return ``[T, P]``."""
     plans = []
     for ids, task_id in zip(classes, task_ids, strict=True):
-        index, slots = _slot_index(labels, ids)
+        index, slots = slot_index(labels, ids)
         if len(index) == 0:
             raise ValueError(f"task {task_id} has no training images")
-        generator = _generator(seed, "task", task_id)
+        generator = seeding.generator(seed, "task", task_id)
         order = _epoch_batches(len(index), steps, batch_size, generator)
         plans.append((index[order], slots[order], draw_augment(order.shape, generator)))
     batch_index, batch_slots, batch_draws = (
@@ -328,7 +281,7 @@ def _finetune_chunk(
     for step in range(steps):
         _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 20))
         logits = trunk.logits(flat, batch_index[step], batch_draws[step], augment_mode)
-        logits = _mask_padding(logits, classes)
+        logits = mask_padding(logits, classes)
         per_task = F.cross_entropy(
             logits.flatten(0, 1), batch_slots[step].reshape(-1), reduction="none"
         )
@@ -364,12 +317,12 @@ def finetune_pmodels(
     ``seconds_per_model`` (wall time of the chunk, selection and scoring included, per task).
     """
     set_threads(threads)
-    spec_all = _spec_of_generic(generic_flat, spec)
+    spec_all = spec_of_generic(generic_flat, spec)
     body = split_body(generic_flat, spec_all)[0] if spec.head_only else None
     classes = task_classes(tasks, spec.num_classes)
     task_ids = tasks["task_id"].tolist()
-    trunk = _Trunk(_as_float(dataset.train_images), spec, body)
-    test_images = _as_float(dataset.test_images)
+    trunk = _Trunk(to_float(dataset.train_images), spec, body)
+    test_images = to_float(dataset.test_images)
     params, rows = [], []
     starts = range(0, len(tasks), chunk)
     for start in progress_bar(starts, desc="p-models", unit="chunk", disable=not progress):
@@ -383,8 +336,8 @@ def finetune_pmodels(
             steps=steps, lr=lr, batch_size=batch_size, seed=seed, augment_mode=augment_mode,
         )  # fmt: skip
         n = min(chunk, len(tasks) - start)
-        acc_generic = _accuracy(init[:n], ids[:n], test_images, dataset.test_labels, spec, body)
-        acc_pmodel = _accuracy(tuned[:n], ids[:n], test_images, dataset.test_labels, spec, body)
+        acc_generic = task_accuracy(init[:n], ids[:n], test_images, dataset.test_labels, spec, body)
+        acc_pmodel = task_accuracy(tuned[:n], ids[:n], test_images, dataset.test_labels, spec, body)
         seconds = (time.perf_counter() - tic) / n
         params.append(tuned[:n])
         for i in range(n):
@@ -402,59 +355,3 @@ def finetune_pmodels(
         meta["seconds_per_model"].mean(),
     )
     return torch.cat(params).float(), meta
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def _accuracy(
-    flat: Tensor,
-    classes: Tensor,
-    images: Tensor,
-    labels: Tensor,
-    spec: NetSpec,
-    body: Tensor | None,
-    nets_per_pass: int = 16,
-    images_per_pass: int = 128,
-) -> Tensor:
-    """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``."""
-    plans = [_slot_index(labels, ids) for ids in classes]
-    longest = max(len(index) for index, _ in plans)
-    if min(len(index) for index, _ in plans) == 0:
-        raise ValueError("a task has no test images")
-    # pad every task to the same count by repeating its first item; padded items are not scored
-    index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i, _ in plans])
-    slots = torch.stack([torch.cat([s, s[:1].expand(longest - len(s))]) for _, s in plans])
-    counted = torch.arange(longest) < torch.tensor([len(i) for i, _ in plans]).unsqueeze(1)
-    correct = torch.zeros(len(classes))
-    for t in range(0, len(classes), nets_per_pass):
-        nets = slice(t, t + nets_per_pass)
-        for b in range(0, longest, images_per_pass):
-            items = slice(b, b + images_per_pass)
-            batch = images[index[nets, items].reshape(-1)]
-            batch = batch.reshape(*index[nets, items].shape, *images.shape[1:])
-            logits = _mask_padding(forward(flat[nets], batch, spec, body=body), classes[nets])
-            hits = (logits.argmax(-1) == slots[nets, items]) & counted[nets, items]
-            correct[nets] += hits.sum(dim=1)
-    return correct / counted.sum(dim=1)
-
-
-def evaluate(
-    params: Tensor,
-    tasks: pd.DataFrame,
-    images: Tensor,
-    labels: Tensor,
-    spec: NetSpec,
-    body: Tensor | None = None,
-) -> Tensor:
-    """Accuracy ``[T]`` of nets ``params [T, P]`` on the images of their tasks (batched).
-
-    Labels map to slots in prompt order; padding slots are never predicted. Head-only specs
-    need ``body`` (the generic body vector).
-    """
-    if params.shape != (len(tasks), spec.num_params):
-        raise ValueError(
-            f"params must be [{len(tasks)}, {spec.num_params}] for {len(tasks)} tasks and {spec}, "
-            f"got {tuple(params.shape)}"
-        )
-    classes = task_classes(tasks, spec.num_classes)
-    return _accuracy(params.float(), classes, _as_float(images), labels, spec, body)
