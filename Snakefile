@@ -22,3 +22,8 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+rule seeds:
+    input:
+        rules.aggregate_seeds.output,

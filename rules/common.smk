@@ -1,5 +1,6 @@
 # Helpers shared by every stage: config validation, paths and target lists.
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
@@ -20,7 +21,28 @@ try:
 except (ConfigError, FileNotFoundError) as err:
     raise WorkflowError(str(err)) from None
 
-RESULTS = f"results/{config['run']}"
+# A run's outputs live under results/<run>/; `snakemake seeds` adds one run per extra seed,
+# results/<run>-s<seed>/, with the same config but that seed (its task draw, zoo, Tina and
+# evaluation). The data set and its prompt embeddings do not depend on the seed: every seed
+# shares the config run's (DATA).
+DATA = f"results/{config['run']}"
+RESULTS = "results/{run}"
+RUN_PATTERN = re.escape(config["run"]) + r"(?:-s\d+)?"
+
+
+wildcard_constraints:
+    run=RUN_PATTERN,
+
+
+def seed_run(seed):
+    """The run of one seed: the config's own run for its seed, <run>-s<seed> for the others."""
+    return config["run"] if seed == config["seed"] else f"{config['run']}-s{seed}"
+
+
+def run_seed(wildcards):
+    """The seed of a run (the `seed` param of every rule whose work depends on it)."""
+    suffix = wildcards.run.removeprefix(config["run"])
+    return int(suffix.removeprefix("-s")) if suffix else config["seed"]
 
 
 def gpus(n):
@@ -39,7 +61,9 @@ EMBEDDING_CACHE = "results/cache/embeddings"
 def zoo_shards():
     """Parameter files of every p-model shard (the shard count comes from the config)."""
     return expand(
-        f"{RESULTS}/zoo/shard-{{shard}}.safetensors", shard=range(config["zoo"]["shards"])
+        f"{RESULTS}/zoo/shard-{{shard}}.safetensors",
+        shard=range(config["zoo"]["shards"]),
+        allow_missing=True,
     )
 
 
@@ -84,7 +108,7 @@ def experiment_message(wildcards):
 def scaling_records(kind):
     """Records file of every point of one scaling curve (none when its list is empty)."""
     values = config["scaling"][SCALING_KEYS[kind]]
-    return expand(f"{RESULTS}/eval/scaling/{kind}-{{value}}.csv", value=values)
+    return expand(f"{RESULTS}/eval/scaling/{kind}-{{value}}.csv", value=values, allow_missing=True)
 
 
 def eval_records():
@@ -109,8 +133,18 @@ def experiment_records(wildcards):
 def report_outputs():
     """Tables, figures, summary and Markdown digest of the run."""
     experiments = report_experiments()
-    tables = expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=experiments, ext=["csv", "md"])
-    figures = expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=experiments, ext=["png", "svg"])
+    tables = expand(
+        f"{RESULTS}/tables/{{name}}.{{ext}}",
+        name=experiments,
+        ext=["csv", "md"],
+        allow_missing=True,
+    )
+    figures = expand(
+        f"{RESULTS}/figures/{{name}}.{{ext}}",
+        name=experiments,
+        ext=["png", "svg"],
+        allow_missing=True,
+    )
     return [*tables, *figures, f"{RESULTS}/summary.json", f"{RESULTS}/results.md"]
 
 
@@ -139,9 +173,8 @@ def experiment_caption(wildcards):
 
 
 def all_targets():
-    """Every final output of the stages that exist."""
-    return [
-        f"{RESULTS}/data/dataset.safetensors",
+    """Every final output of the config's run."""
+    outputs = [
         f"{RESULTS}/tasks.csv",
         *zoo_shards(),
         f"{RESULTS}/prompts/image_projection.safetensors",
@@ -149,3 +182,17 @@ def all_targets():
         f"{RESULTS}/tables/zoo_diagnostics.md",
         *report_outputs(),
     ]
+    return [f"{DATA}/data/dataset.safetensors", *expand(outputs, run=config["run"])]
+
+
+def seed_records(wildcards):
+    """The records that the seeds' aggregate reads: every experiment of every seed's run."""
+    return {
+        f"s{seed}": expand(
+            f"{RESULTS}/eval/{{experiment}}.csv", run=seed_run(seed), experiment=EXPERIMENTS
+        )
+        for seed in config["seeds"]
+    }
+
+
+SEEDS = f"{DATA}-seeds"

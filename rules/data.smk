@@ -3,12 +3,12 @@
 
 rule prepare_data:
     output:
-        dataset=f"{RESULTS}/data/dataset.safetensors",
-        classes=f"{RESULTS}/data/classes.csv",
+        dataset=f"{DATA}/data/dataset.safetensors",
+        classes=f"{DATA}/data/classes.csv",
     log:
-        f"{RESULTS}/logs/prepare_data.log",
+        f"{DATA}/logs/prepare_data.log",
     benchmark:
-        f"{RESULTS}/benchmarks/prepare_data/job.tsv"
+        f"{DATA}/benchmarks/prepare_data/job.tsv"
     conda:
         ENV
     threads: 1
@@ -42,7 +42,7 @@ rule split_tasks:
         runtime=5,
     params:
         tasks=config["tasks"],
-        seed=config["seed"],
+        seed=run_seed,
     message:
         "Splitting classes and sampling tasks"
     script:

@@ -21,7 +21,7 @@ rule evaluate_baselines:
         runtime=30,
     params:
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         device=config["device"],
     message:
         "Training and scoring retrieval, ridge and hypernetwork on every test task"
@@ -49,7 +49,7 @@ rule evaluate_experiment:
     params:
         experiment="{experiment}",
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         encoder=experiment_encoder,
         device=config["device"],
         message=experiment_message,
@@ -76,7 +76,7 @@ rule evaluate_novelty:
         runtime=20,
     params:
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         device=config["device"],
     message:
         "Measuring the novelty of generated models"
@@ -110,7 +110,7 @@ rule scale_tasks:
         runtime=60,
     params:
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
         device=config["device"],
@@ -146,7 +146,7 @@ rule scale_width:
         runtime=60,
     params:
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
         device=config["device"],
@@ -180,7 +180,7 @@ rule scale_net:
         runtime=90,
     params:
         evaluate=config["evaluate"],
-        seed=config["seed"],
+        seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
         device=config["device"],

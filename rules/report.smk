@@ -7,6 +7,7 @@ localrules:
     make_tables,
     make_figures,
     make_summary,
+    aggregate_seeds,
 
 
 rule make_tables:
@@ -75,8 +76,16 @@ rule make_summary:
         records=eval_records(),
         novelty=rules.evaluate_novelty.output.records,
         # after every table and figure job, so that the performance tables include them
-        tables=expand(f"{RESULTS}/tables/{{experiment}}.csv", experiment=report_experiments()),
-        figures=expand(f"{RESULTS}/figures/{{experiment}}.png", experiment=report_experiments()),
+        tables=expand(
+            f"{RESULTS}/tables/{{experiment}}.csv",
+            experiment=report_experiments(),
+            allow_missing=True,
+        ),
+        figures=expand(
+            f"{RESULTS}/figures/{{experiment}}.png",
+            experiment=report_experiments(),
+            allow_missing=True,
+        ),
     output:
         summary=report(
             f"{RESULTS}/summary.json", caption="../report/summary.rst", category="Summary"
@@ -105,9 +114,39 @@ rule make_summary:
         mem_mb=2000,
         runtime=10,
     params:
-        run=config["run"],
+        run="{run}",
         benchmarks=f"{RESULTS}/benchmarks",
     message:
         "Summarising run {params.run}: summary.json, performance and results.md"
     script:
         "../src/scripts/make_summary.py"
+
+
+rule aggregate_seeds:
+    input:
+        unpack(seed_records),
+    output:
+        claims=report(f"{SEEDS}/tables/claims.csv", caption="../report/seeds.rst", category="Seeds"),
+        claims_md=f"{SEEDS}/tables/claims.md",
+        intervals=f"{SEEDS}/tables/intervals.csv",
+        intervals_md=f"{SEEDS}/tables/intervals.md",
+        figure=report(f"{SEEDS}/tables/claims.png", caption="../report/seeds.rst", category="Seeds"),
+        figure_svg=f"{SEEDS}/tables/claims.svg",
+        summary=f"{SEEDS}/summary.json",
+    log:
+        f"{SEEDS}/logs/aggregate_seeds.log",
+    benchmark:
+        f"{SEEDS}/benchmarks/aggregate_seeds/job.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        seeds=[f"s{seed}" for seed in config["seeds"]],
+        rounds=4000,
+    message:
+        "Pooling seeds {config[seeds]}: claims with 95% intervals"
+    script:
+        "../src/scripts/aggregate_seeds.py"

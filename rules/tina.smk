@@ -5,11 +5,11 @@ rule embed_prompts:
     input:
         classes=rules.prepare_data.output.classes,
     output:
-        embeddings=f"{RESULTS}/prompts/embeddings.safetensors",
+        embeddings=f"{DATA}/prompts/embeddings.safetensors",
     log:
-        f"{RESULTS}/logs/embed_prompts.log",
+        f"{DATA}/logs/embed_prompts.log",
     benchmark:
-        f"{RESULTS}/benchmarks/embed_prompts/job.tsv"
+        f"{DATA}/benchmarks/embed_prompts/job.tsv"
     conda:
         ENV
     threads: 2
@@ -46,7 +46,7 @@ rule fit_image_projection:
         runtime=20,
     params:
         encoder=config["encoder"],
-        seed=config["seed"],
+        seed=run_seed,
     message:
         "Fitting the image-to-text projection on the training classes"
     script:
@@ -79,7 +79,7 @@ rule train_tina:
         gpu=gpus(config["tina"]["devices"]),
     params:
         tina=config["tina"],
-        seed=config["seed"],
+        seed=run_seed,
         encoder=config["encoder"],
         image_size=config["data"]["image_size"],
         device=config["device"],

@@ -23,7 +23,7 @@ rule train_generic:
     params:
         generic=config["generic"],
         net=config["net"],
-        seed=config["seed"],
+        seed=run_seed,
     message:
         "Training the generic {params.net[arch]} on the {params.generic[classes]} classes"
     script:
@@ -56,7 +56,7 @@ rule finetune_pmodels:
         zoo=config["zoo"],
         net=config["net"],
         k=config["tasks"]["k"],
-        seed=config["seed"],
+        seed=run_seed,
     message:
         "Fine-tuning p-models of shard {wildcards.shard}"
     script:
@@ -89,7 +89,7 @@ rule diagnose_zoo:
         runtime=30,
     params:
         zoo=config["zoo"],
-        seed=config["seed"],
+        seed=run_seed,
     message:
         "Probing whether the p-models' residuals are task properties that carry over"
     script:

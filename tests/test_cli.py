@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from shapes import NAMES, shape_images
 
 from tina import cli
+from tina.data import Dataset
 from tina.generate import RUN_FILES, generate_model, prompt_encoder, standalone
 from tina.generated import TinaError, load_model, predict, save_model, sidecar_path
 from tina.io import save_tensors, write_csv
@@ -66,9 +67,10 @@ def run_dir(tmp_path_factory) -> Path:
     tasks = pd.DataFrame(
         {"task_id": range(16), "class_ids": [" ".join(map(str, c)) for c in combos]}
     )
-    data = types.SimpleNamespace(
-        train_images=train_x, train_labels=train_y, test_images=test_x, test_labels=test_y
-    )
+    data = Dataset(
+        train_images=train_x, train_labels=train_y, val_images=test_x, val_labels=test_y,
+        test_images=test_x, test_labels=test_y, classes=pd.DataFrame({"name": NAMES}),
+    )  # fmt: skip
     zoo, _ = finetune_pmodels(
         data, tasks, generic, spec, steps=30, lr=0.005, batch_size=32, seed=0, progress=False
     )
@@ -83,7 +85,7 @@ def run_dir(tmp_path_factory) -> Path:
     train_data = TrainData(
         params=zoo[:12], classes=task_classes(tasks[:12], K), generic=generic, spec=spec,
         class_emb=name_emb, known=known, class_names=NAMES, val_tasks=tasks[12:],
-        images=train_x, labels=train_y, test_images=test_x, test_labels=test_y,
+        images=train_x, labels=train_y, val_images=test_x, val_labels=test_y,
     )  # fmt: skip
     tina, _ = train_tina(train_data, cfg, seed=0)
     tina.meta.update(

@@ -48,7 +48,11 @@ def wordnet_root(tmp_path_factory) -> Path:
 
 
 def check_dataset(ds: data.Dataset, n_classes: int, n_train: int, n_test: int, size: int):
-    """Shapes, dtypes, label range and class table layout shared by every loader."""
+    """Shapes, dtypes, label range and class table layout shared by every loader (``n_train``:
+    the loader's training images, validation images included)."""
+    n_val = len(ds.val_labels)
+    assert ds.val_images.shape == (n_val, 3, size, size) and ds.val_labels.dtype == torch.int64
+    n_train -= n_val
     assert ds.train_images.shape == (n_train, 3, size, size)
     assert ds.test_images.shape == (n_test, 3, size, size)
     assert ds.train_images.dtype == ds.test_images.dtype == torch.uint8
@@ -63,13 +67,18 @@ def check_dataset(ds: data.Dataset, n_classes: int, n_train: int, n_test: int, s
 
 
 def assert_same(a: data.Dataset, b: data.Dataset):
-    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+    for field in data.TENSORS:
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     pd.testing.assert_frame_equal(a.classes, b.classes)
 
 
 def counts(labels: torch.Tensor, n_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=n_classes).tolist()
+
+
+def loaded(ds: data.Dataset) -> torch.Tensor:
+    """The labels of the loader's training images: training and validation images together."""
+    return torch.cat([ds.train_labels, ds.val_labels])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +103,7 @@ def test_openmoji_strong_renders_are_deterministic_and_complete():
     kwargs = dict(max_classes=12, train_per_class=5, test_per_class=3, augment="strong")
     ds = data.prepare_dataset("openmoji", seed=3, **kwargs)
     check_dataset(ds, n_classes=12, n_train=60, n_test=36, size=16)
-    assert counts(ds.train_labels, 12) == [5] * 12
+    assert counts(loaded(ds), 12) == [5] * 12
     assert counts(ds.test_labels, 12) == [3] * 12
     assert_same(ds, data.prepare_dataset("openmoji", seed=3, **kwargs))
     other = data.prepare_dataset("openmoji", seed=4, **kwargs)
@@ -134,9 +143,12 @@ def test_openmoji_none_is_the_centred_glyph_on_white():
         image_size=24,
     )
     check_dataset(ds, n_classes=4, n_train=8, n_test=4, size=24)
-    assert torch.equal(ds.train_images[0], ds.train_images[1])
+    assert torch.equal(ds.train_labels, torch.arange(4)) and torch.equal(
+        ds.val_labels, ds.train_labels
+    )
+    assert torch.equal(ds.train_images[0], ds.val_images[0])
     assert torch.equal(ds.train_images[0], ds.test_images[0])
-    assert not torch.equal(ds.train_images[0], ds.train_images[2])
+    assert not torch.equal(ds.train_images[0], ds.train_images[1])
     corners = ds.train_images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert (corners == 255).all()
 
@@ -222,7 +234,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path, wordnet_root):
     kwargs = dict(root=tmp_path, train_per_class=4, test_per_class=2, wordnet_root=wordnet_root)
     ds = data.prepare_dataset("fashion_mnist", max_classes=8, **kwargs)
     check_dataset(ds, n_classes=8, n_train=32, n_test=16, size=16)
-    assert counts(ds.train_labels, 8) == [4] * 8
+    assert counts(loaded(ds), 8) == [4] * 8
     assert torch.equal(ds.train_images[:, 1, 5, 5].long(), 20 * ds.train_labels + 5)
     assert torch.equal(ds.test_images[:, 0, 0, 0].long(), 20 * ds.test_labels + 5)
     table = ds.classes.set_index("name")
@@ -307,7 +319,7 @@ def test_caltech101_splits_class_folders(tmp_path, wordnet_root):
     kwargs = dict(root=tmp_path, wordnet_root=wordnet_root)
     ds = data.prepare_dataset("caltech101", test_per_class=2, seed=5, **kwargs)
     check_dataset(ds, n_classes=3, n_train=4 + 6 + 6, n_test=6, size=16)
-    assert counts(ds.train_labels, 3) == [4, 6, 6]
+    assert counts(loaded(ds), 3) == [4, 6, 6]
     assert ds.classes["name"].tolist() == ["faces easy", "apple", "yin yang"]
     assert ds.classes["source"].tolist() == categories
     red = ds.test_images[:, 0, 8, 8].float()
@@ -316,7 +328,7 @@ def test_caltech101_splits_class_folders(tmp_path, wordnet_root):
     # Default split: 20% of each class for testing, the rest (or train_per_class) for training.
     split = data.prepare_dataset("caltech101", train_per_class=3, **kwargs)
     assert counts(split.test_labels, 3) == [1, 2, 2]
-    assert counts(split.train_labels, 3) == [3, 3, 3]
+    assert counts(loaded(split), 3) == [3, 3, 3]
 
 
 def test_tiny_imagenet_reads_train_and_val(tmp_path, wordnet_root):

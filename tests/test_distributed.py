@@ -57,8 +57,8 @@ def synthetic_zoo(seed: int = 0) -> TrainData:
         val_tasks=val,
         images=images,
         labels=labels,
-        test_images=images,
-        test_labels=labels,
+        val_images=images,
+        val_labels=labels,
         drawer=TaskDrawer(
             [torch.arange(N_CLASSES)],
             torch.zeros(N_ZOO, dtype=torch.long),

@@ -128,8 +128,8 @@ def checkpoint(tmp_path_factory) -> Path:
         val_tasks=val,
         images=images,
         labels=labels,
-        test_images=images,
-        test_labels=labels,
+        val_images=images,
+        val_labels=labels,
     )
     tina, _ = train_tina(data, cfg, seed=0)
     path = tmp_path_factory.mktemp("tina") / "model.safetensors"

@@ -8,7 +8,7 @@ import torch
 from shapes import NAMES, shape_images
 
 from tina.codec import ParamCodec
-from tina.data import to_float
+from tina.data import Dataset, to_float
 from tina.nets import NetSpec, forward, score
 from tina.sampling import TinaConfig, load_tina, save_tina, task_prompts
 from tina.tasks import TaskDrawer, task_classes
@@ -37,9 +37,10 @@ def zoo():
             "class_ids": [torch.randperm(9, generator=g)[:K].tolist() for _ in range(30)],
         }
     )
-    dataset = type("D", (), {})()
-    dataset.train_images, dataset.train_labels = images, labels
-    dataset.test_images, dataset.test_labels = test_images, test_labels
+    dataset = Dataset(
+        images, labels, test_images, test_labels, test_images, test_labels,
+        classes=pd.DataFrame({"name": NAMES}),
+    )  # fmt: skip
     spec = NetSpec("cnn5k", K)
     params, meta = finetune_pmodels(
         dataset, tasks, generic, spec, steps=40, lr=0.01, batch_size=16, seed=0, progress=False
@@ -66,7 +67,7 @@ def train_data(zoo, drawer=None) -> TrainData:
         params=zoo["params"][:24], classes=task_classes(zoo["tasks"].iloc[:24], K),
         generic=zoo["generic"], spec=zoo["spec"], class_emb=zoo["emb"], known=known,
         class_names=NAMES, val_tasks=zoo["tasks"].iloc[24:], images=zoo["images"],
-        labels=zoo["labels"], test_images=zoo["test_images"], test_labels=zoo["test_labels"],
+        labels=zoo["labels"], val_images=zoo["test_images"], val_labels=zoo["test_labels"],
         drawer=drawer,
     )  # fmt: skip
 
@@ -191,10 +192,11 @@ def test_load_train_data_takes_the_training_pmodels_and_the_validation_tasks(zoo
     trained[SEEN] = True
     generic = Generic(zoo["generic"], zoo["spec"].with_classes(len(NAMES)), trained)
     store = Zoo(zoo["params"], task_classes(tasks, K), tasks, zoo["spec"])
-    dataset = type("D", (), {})()
-    dataset.train_images, dataset.train_labels = zoo["images"], zoo["labels"]
-    dataset.test_images, dataset.test_labels = zoo["test_images"], zoo["test_labels"]
-    dataset.classes = pd.DataFrame({"name": NAMES})
+    val_images, val_labels = shape_images(4, seed=3)
+    dataset = Dataset(
+        zoo["images"], zoo["labels"], val_images, val_labels, zoo["test_images"],
+        zoo["test_labels"], classes=pd.DataFrame({"name": NAMES}),
+    )  # fmt: skip
     embeddings = {"names": zoo["emb"], "descriptions": -zoo["emb"]}
     data = load_train_data(dataset, tasks, embeddings, generic, store)
     train = torch.tensor([s == "train" for s in splits])
@@ -204,6 +206,7 @@ def test_load_train_data_takes_the_training_pmodels_and_the_validation_tasks(zoo
     assert data.val_tasks["task_id"].tolist() == list(range(1, 30, 3))
     assert data.class_emb is zoo["emb"] and data.known is trained and data.class_names == NAMES
     assert data.drawer is None
+    assert data.val_images is val_images and data.val_labels is val_labels  # never test images
     split = pd.DataFrame({"class_id": range(len(NAMES)), "group": "g", "seen": trained.numpy()})
     with_split = load_train_data(dataset, tasks, embeddings, generic, store, class_split=split)
     assert isinstance(with_split.drawer, TaskDrawer)

@@ -94,7 +94,7 @@ def residual_probes(
         )
 
     def accuracy(params: Tensor) -> Tensor:
-        return score(params, val, dataset.test_images, dataset.test_labels, spec, frozen)
+        return score(params, val, *dataset.scoring_images("val"), spec, frozen)
 
     def finetune(run_seed: int, run_spec=spec) -> Tensor:
         params, _ = finetune_pmodels(

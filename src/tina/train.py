@@ -69,8 +69,8 @@ class TrainData:
     val_tasks: pd.DataFrame  # the validation tasks that select the checkpoint
     images: Tensor  # training images and labels: the functional loss's
     labels: Tensor
-    test_images: Tensor  # test images and labels: the validation's
-    test_labels: Tensor
+    val_images: Tensor  # validation images and labels: the validation tasks score on them
+    val_labels: Tensor
     drawer: TaskDrawer | None = None  # the fresh tasks' (None: the zoo's tasks only)
 
     def subset(self, index: Tensor) -> TrainData:
@@ -100,8 +100,8 @@ def load_train_data(
         val_tasks=tasks[tasks["split"] == "val"],
         images=dataset.train_images,
         labels=dataset.train_labels,
-        test_images=dataset.test_images,
-        test_labels=dataset.test_labels,
+        val_images=dataset.val_images,
+        val_labels=dataset.val_labels,
         drawer=None if class_split is None else TaskDrawer.from_tables(class_split, tasks),
     )
 
@@ -380,7 +380,7 @@ def train_tina(
         last = step + 1 == cfg.steps
         if is_main and ((step + 1) % cfg.eval_every == 0 or last):
             acc = validate(
-                tina, data.val_tasks, data.class_emb, data.test_images, data.test_labels, seed
+                tina, data.val_tasks, data.class_emb, data.val_images, data.val_labels, seed
             )
             history.append(
                 {

@@ -11,11 +11,13 @@ from tina.data.dataset import (
     AUGMENT_LEVELS,
     CLASS_COLUMNS,
     DATASETS,
+    TENSORS,
     Dataset,
     check_resources,
     load_dataset,
     prepare_dataset,
     save_dataset,
+    split_validation,
 )
 from tina.data.images import read_image, read_images, to_float
 from tina.data.openmoji import openmoji_classes, rasterise_glyphs, render_openmoji
@@ -24,6 +26,7 @@ __all__ = [
     "AUGMENT_LEVELS",
     "CLASS_COLUMNS",
     "DATASETS",
+    "TENSORS",
     "Dataset",
     "check_resources",
     "load_dataset",
@@ -34,5 +37,6 @@ __all__ = [
     "read_images",
     "render_openmoji",
     "save_dataset",
+    "split_validation",
     "to_float",
 ]

@@ -13,8 +13,9 @@ import torch
 
 from tina.wordnet import WordNet
 
-# Random stream ids: the train images, the test images, the train/test split of files.
-TRAIN_STREAM, TEST_STREAM, SPLIT_STREAM = 0, 1, 2
+# Random stream ids: the train images, the test images, the train/test split of files, the
+# train/validation split of the training images.
+TRAIN_STREAM, TEST_STREAM, SPLIT_STREAM, VAL_STREAM = 0, 1, 2, 3
 
 
 @dataclass

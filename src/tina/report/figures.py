@@ -306,7 +306,7 @@ _DRAWERS = {
 }
 
 
-def _save(figure: Figure, out_stem: str | Path) -> list[Path]:
+def save_figure(figure: Figure, out_stem: str | Path) -> list[Path]:
     """Write ``figure`` to ``<out_stem>.png`` and ``<out_stem>.svg`` atomically."""
     paths = []
     for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None})):
@@ -336,7 +336,7 @@ def make_figure(experiment: str, records: pd.DataFrame, out_stem: str | Path) ->
             raise ValueError(f"no records of experiment {experiment!r} to plot")
     figure = _DRAWERS[kind](frame, experiment)
     figure.suptitle(EXPERIMENT_TITLES.get(experiment, experiment.replace("_", " ")))
-    return _save(figure, out_stem)
+    return save_figure(figure, out_stem)
 
 
 def write_experiment_figure(experiment: str, record_paths: Sequence, figure_stem) -> list[Path]:

@@ -311,10 +311,12 @@ def finetune_pmodels(
 
     ``dataset`` is a :class:`tina.data.Dataset` (only its images and labels are read). Each
     task trains on its classes' training images (labels are slots in prompt order) and is scored
-    on their test images, padding slots masked. ``chunk`` tasks train at once on ``threads``
-    threads. Returns ``params [T, P]`` (float32, in the order of ``tasks``) and a table with
-    ``task_id``, ``acc_pmodel``, ``acc_generic`` (classifier selection) and
-    ``seconds_per_model`` (wall time of the chunk, selection and scoring included, per task).
+    on the images of its split (:meth:`tina.data.Dataset.scoring_images`: validation tasks on
+    the validation images, the others on the test images), padding slots masked. ``chunk``
+    tasks train at once on ``threads`` threads. Returns ``params [T, P]`` (float32, in the order
+    of ``tasks``) and a table with ``task_id``, ``acc_pmodel``, ``acc_generic`` (classifier
+    selection) and ``seconds_per_model`` (wall time of the chunk, selection and scoring
+    included, per task).
     """
     set_threads(threads)
     spec_all = spec_of_generic(generic_flat, spec)
@@ -322,7 +324,9 @@ def finetune_pmodels(
     classes = task_classes(tasks, spec.num_classes)
     task_ids = tasks["task_id"].tolist()
     trunk = _Trunk(to_float(dataset.train_images), spec, body)
-    test_images = to_float(dataset.test_images)
+    splits = tasks["split"].tolist() if "split" in tasks else ["test"] * len(tasks)
+    scoring = {split: dataset.scoring_images(split) for split in set(splits)}
+    scoring = {split: (to_float(images), labels) for split, (images, labels) in scoring.items()}
     params, rows = [], []
     starts = range(0, len(tasks), chunk)
     for start in progress_bar(starts, desc="p-models", unit="chunk", disable=not progress):
@@ -336,8 +340,16 @@ def finetune_pmodels(
             steps=steps, lr=lr, batch_size=batch_size, seed=seed, augment_mode=augment_mode,
         )  # fmt: skip
         n = min(chunk, len(tasks) - start)
-        acc_generic = task_accuracy(init[:n], ids[:n], test_images, dataset.test_labels, spec, body)
-        acc_pmodel = task_accuracy(tuned[:n], ids[:n], test_images, dataset.test_labels, spec, body)
+        acc_generic, acc_pmodel = torch.zeros(n), torch.zeros(n)
+        for split, (images, labels) in scoring.items():
+            own = torch.tensor([s == split for s in splits[start : start + n]])
+            if own.any():
+                acc_generic[own] = task_accuracy(
+                    init[:n][own], ids[:n][own], images, labels, spec, body
+                )
+                acc_pmodel[own] = task_accuracy(
+                    tuned[:n][own], ids[:n][own], images, labels, spec, body
+                )
         seconds = (time.perf_counter() - tic) / n
         params.append(tuned[:n])
         for i in range(n):
