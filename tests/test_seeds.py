@@ -97,7 +97,8 @@ def test_seeds_target_reruns_the_pipeline_per_seed_and_pools_it(tiny_run):
     gets its own task draw, zoo, Tina and evaluation, sharing the data set; then the claims."""
     from workflow import jobs_planned, run_snakemake, tail, tiny_args
 
-    code, output = run_snakemake(tiny_run, *tiny_args("seeds"), "--config", "seeds=[0,1]")
+    (tiny_run / "seeds.yaml").write_text("seeds: [0, 1]\n")
+    code, output = run_snakemake(tiny_run, *tiny_args("seeds"), "seeds.yaml", name="seeds")
     assert code == 0, tail(output)
     planned = jobs_planned(output)
     assert planned["prepare_data"] == planned["embed_prompts"] == 0  # shared across seeds
