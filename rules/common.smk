@@ -131,7 +131,7 @@ def experiment_records(wildcards):
 
 
 def report_outputs():
-    """Tables, figures, summary and Markdown digest of the run."""
+    """Tables, figures, summary, Tina against its own base and Markdown digest of the run."""
     experiments = report_experiments()
     tables = expand(
         f"{RESULTS}/tables/{{name}}.{{ext}}",
@@ -145,7 +145,9 @@ def report_outputs():
         ext=["png", "svg"],
         allow_missing=True,
     )
-    return [*tables, *figures, f"{RESULTS}/summary.json", f"{RESULTS}/results.md"]
+    summary = [f"{RESULTS}/summary.json", f"{RESULTS}/results.md"]
+    own_base = [f"{RESULTS}/tables/own_base.csv", f"{RESULTS}/tables/own_base.md"]
+    return [*tables, *figures, *summary, *own_base]
 
 
 # Report category of each experiment's table and figure: the registry's experiments numbered in

@@ -93,6 +93,8 @@ rule scale_tasks:
         generic=rules.train_generic.output.model,
         zoo=zoo_shards(),
         embeddings=rules.embed_prompts.output.embeddings,
+        projection=rules.fit_image_projection.output.projection,
+        grounding=rules.choose_grounding.output.settings,
     output:
         records=f"{RESULTS}/eval/scaling/tasks-{{n}}.csv",
     log:
@@ -113,6 +115,7 @@ rule scale_tasks:
         seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
+        encoder=config["encoder"],
         device=config["device"],
     message:
         "Scaling point: Tina trained on {wildcards.n} training p-models"
@@ -129,6 +132,8 @@ rule scale_width:
         generic=rules.train_generic.output.model,
         zoo=zoo_shards(),
         embeddings=rules.embed_prompts.output.embeddings,
+        projection=rules.fit_image_projection.output.projection,
+        grounding=rules.choose_grounding.output.settings,
     output:
         records=f"{RESULTS}/eval/scaling/width-{{width}}.csv",
     log:
@@ -149,6 +154,7 @@ rule scale_width:
         seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
+        encoder=config["encoder"],
         device=config["device"],
     message:
         "Scaling point: Tina of width {wildcards.width}"
@@ -162,7 +168,10 @@ rule scale_net:
         classes=rules.prepare_data.output.classes,
         class_split=rules.split_tasks.output.class_split,
         tasks=rules.split_tasks.output.tasks,
+        generic=rules.train_generic.output.model,
         embeddings=rules.embed_prompts.output.embeddings,
+        projection=rules.fit_image_projection.output.projection,
+        grounding=rules.choose_grounding.output.settings,
     output:
         records=f"{RESULTS}/eval/scaling/net-{{arch}}.csv",
     log:
@@ -183,6 +192,7 @@ rule scale_net:
         seed=run_seed,
         tina=config["tina"],
         scaling=config["scaling"],
+        encoder=config["encoder"],
         device=config["device"],
         net=config["net"],
         generic=config["generic"],

@@ -1,4 +1,5 @@
-# Reporting: a table and a figure per experiment, then the run's summary and Markdown digest.
+# Reporting: a table and a figure per experiment, then the run's summary, Tina against its own
+# base over every experiment (tables/own_base) and the Markdown digest.
 # Figures, tables and the summary are flagged for `snakemake --report report.html`.
 
 
@@ -103,6 +104,12 @@ rule make_summary:
             category="Performance",
         ),
         stages_md=f"{RESULTS}/tables/stages.md",
+        own_base=report(
+            f"{RESULTS}/tables/own_base.csv",
+            caption="../report/own_base.rst",
+            category="Summary",
+        ),
+        own_base_md=f"{RESULTS}/tables/own_base.md",
     log:
         f"{RESULTS}/logs/make_summary.log",
     benchmark:
@@ -117,7 +124,7 @@ rule make_summary:
         run="{run}",
         benchmarks=f"{RESULTS}/benchmarks",
     message:
-        "Summarising run {params.run}: summary.json, performance and results.md"
+        "Summarising run {params.run}: summary.json, performance, own base and results.md"
     script:
         "../src/scripts/make_summary.py"
 

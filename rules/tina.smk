@@ -38,6 +38,7 @@ rule fit_image_projection:
         f"{RESULTS}/logs/fit_image_projection.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_image_projection/job.tsv"
+    priority: 10  # the critical path (Tina trains on image prompts): ahead of the scaling points
     conda:
         ENV
     threads: 1
@@ -53,6 +54,38 @@ rule fit_image_projection:
         "../src/scripts/fit_image_projection.py"
 
 
+rule choose_grounding:
+    input:
+        dataset=rules.prepare_data.output.dataset,
+        classes=rules.prepare_data.output.classes,
+        tasks=rules.split_tasks.output.tasks,
+        generic=rules.train_generic.output.model,
+        embeddings=rules.embed_prompts.output.embeddings,
+    output:
+        settings=f"{RESULTS}/prompts/grounding.json",
+        candidates=f"{RESULTS}/prompts/grounding.csv",
+    log:
+        f"{RESULTS}/logs/choose_grounding.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/choose_grounding/job.tsv"
+    priority: 10  # the critical path: ahead of the scaling points
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        grounding=config["grounding"],
+        shots=config["evaluate"]["shots"],
+        k=config["tasks"]["k"],
+        seed=run_seed,
+    message:
+        "Choosing the prompt grounding's temperatures and imprint scale on validation tasks"
+    script:
+        "../src/scripts/choose_grounding.py"
+
+
 rule train_tina:
     input:
         dataset=rules.prepare_data.output.dataset,
@@ -62,6 +95,8 @@ rule train_tina:
         generic=rules.train_generic.output.model,
         zoo=zoo_shards(),
         embeddings=rules.embed_prompts.output.embeddings,
+        projection=rules.fit_image_projection.output.projection,
+        grounding=rules.choose_grounding.output.settings,
     output:
         model=f"{RESULTS}/tina/model.safetensors",
         history=f"{RESULTS}/tina/history.csv",
@@ -81,6 +116,7 @@ rule train_tina:
         tina=config["tina"],
         seed=run_seed,
         encoder=config["encoder"],
+        shots=config["evaluate"]["shots"],
         image_size=config["data"]["image_size"],
         device=config["device"],
     message:

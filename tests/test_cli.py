@@ -27,9 +27,10 @@ from tina import cli
 from tina.data import Dataset
 from tina.generate import RUN_FILES, generate_model, prompt_encoder, standalone
 from tina.generated import TinaError, load_model, predict, save_model, sidecar_path
+from tina.grounding import build_grounding
 from tina.io import save_tensors, write_csv
 from tina.nets import CNN, NetSpec, forward, init_params, split_body
-from tina.prompts import fit_image_projection, generic_features, save_projection
+from tina.prompts import fit_image_projection, save_projection
 from tina.sampling import TinaConfig, save_tina
 from tina.tasks import task_classes
 from tina.train import TrainData, train_tina
@@ -78,14 +79,21 @@ def run_dir(tmp_path_factory) -> Path:
     name_emb = encoder.encode_text(NAMES)
     known = torch.zeros(len(NAMES), dtype=torch.bool)
     known[SEEN] = True
+    grounding, feats = build_grounding(generic, spec_all, known, name_emb, train_x, train_y)
+    projection, _ = fit_image_projection(feats, train_y, name_emb, SEEN, steps=60, seed=0)
+    with torch.no_grad():
+        image_prompts = projection(feats)  # the run's image route for an encoder like MiniLM
     cfg = TinaConfig(
         width=32, depth=1, heads=2, chunk_size=256, steps=80, batch_size=16, warmup=10,
         eval_every=40, eval_sampler_steps=5,
     )  # fmt: skip
     train_data = TrainData(
         params=zoo[:12], classes=task_classes(tasks[:12], K), generic=generic, spec=spec,
-        class_emb=name_emb, known=known, class_names=NAMES, val_tasks=tasks[12:],
-        images=train_x, labels=train_y, val_images=test_x, val_labels=test_y,
+        class_emb=name_emb, description_emb=name_emb.clone(),
+        has_description=torch.zeros(len(NAMES), dtype=torch.bool), known=known,
+        class_names=NAMES, val_tasks=tasks[12:], images=train_x, labels=train_y,
+        val_images=test_x, val_labels=test_y, grounding=grounding, features=feats,
+        image_prompts=image_prompts, shots=(1, 3),
     )  # fmt: skip
     tina, _ = train_tina(train_data, cfg, seed=0)
     tina.meta.update(
@@ -100,8 +108,6 @@ def run_dir(tmp_path_factory) -> Path:
             "has_description": torch.zeros(len(NAMES), dtype=torch.bool),
         },
     )
-    feats = generic_features(generic, spec_all, train_x)
-    projection, _ = fit_image_projection(feats, train_y, name_emb, SEEN, steps=60, seed=0)
     save_projection(projection, run / RUN_FILES["projection"])
     classes = pd.DataFrame(
         {"class_id": range(len(NAMES)), "name": NAMES, "source": "test", "group": "shape"}

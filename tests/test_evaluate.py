@@ -20,10 +20,10 @@ from tina.evaluate.context import EvalConfig, EvalContext, task_slots
 from tina.evaluate.experiments import (
     EXPERIMENTS,
     describable_tasks,
+    description_slots,
     evaluate_order,
     evaluate_sampler,
-    image_prompts,
-    mixed_prompts,
+    image_prompt_banks,
     order_permutations,
     permute_tasks,
 )
@@ -35,6 +35,7 @@ from tina.evaluate.records import (
     records_frame,
     reference_records,
 )
+from tina.grounding import DESCRIPTION, IMAGES, NAME, image_slots, task_shots
 from tina.nets import NetSpec, features, init_params, split_body
 from tina.report.summary import main_table_markdown
 from tina.report.tables import check_records, make_tables
@@ -105,8 +106,10 @@ class SelectionTina:
     spec: NetSpec
     follow_order: bool = True
 
-    def generate(self, prompts, mask, classes, *, sampler, steps, seed):
-        assert prompts.shape[:2] == mask.shape == classes.shape
+    def generate(self, slots, *, sampler, steps, seed):
+        classes = slots.class_id
+        assert slots.prompts().shape[:2] == slots.mask.shape == classes.shape
+        assert torch.equal(slots.mask, classes >= 0) and (slots.kind == NAME).all()
         rows = classes if self.follow_order else classes.sort(dim=1).values
         return torch.stack(
             [select_classifier(self.generic, c, self.spec_all, self.spec, seed) for c in rows]
@@ -191,44 +194,100 @@ def test_description_filter_drops_tasks_with_a_missing_description():
     assert kept["task_id"].tolist() == [0, 2]
 
 
-def test_mixed_prompts_take_name_or_description_per_slot_by_a_seeded_coin():
-    names, descriptions = torch.eye(6), -torch.eye(6)
+def test_description_slots_take_name_or_description_per_slot_by_a_seeded_coin():
+    emb = {"names": torch.eye(6), "descriptions": -torch.eye(6)}
     classes = torch.tensor([[0, 1, 2], [3, 4, -1]] * 20)
-    first = mixed_prompts(classes, names, descriptions, torch.Generator().manual_seed(3))
-    again = mixed_prompts(classes, names, descriptions, torch.Generator().manual_seed(3))
-    assert torch.equal(first, again)
-    slot_sum = first.sum(-1)  # +1 for a name, -1 for a description, 0 for padding
     real = classes >= 0
-    assert set(slot_sum[real].tolist()) == {1.0, -1.0}
-    assert torch.all(slot_sum[~real] == 0)
-    share = (slot_sum[real] < 0).float().mean().item()
+    first = description_slots(classes, emb, 0.5, torch.Generator().manual_seed(3))
+    again = description_slots(classes, emb, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(first.kind, again.kind) and torch.equal(first.text, again.text)
+    assert torch.equal(first.class_id, classes) and torch.equal(first.mask, real)
+    assert set(first.kind[real].unique().tolist()) == {NAME, DESCRIPTION}
+    # a slot's text is its class's name or description row, as its kind says; padding is zero
+    cid = classes.clamp(min=0)
+    described = (first.kind == DESCRIPTION).unsqueeze(-1)
+    rows = torch.where(described, emb["descriptions"][cid], emb["names"][cid])
+    assert torch.equal(first.text[real], rows[real])
+    assert torch.all(first.text[~real] == 0) and torch.all(first.prompts()[~real] == 0)
+    share = (first.kind[real] == DESCRIPTION).float().mean().item()
     assert 0.3 < share < 0.7
+    other = description_slots(classes, emb, 0.5, torch.Generator().manual_seed(4))
+    assert not torch.equal(first.kind, other.kind)
+    names = description_slots(classes, emb, 0.0, torch.Generator().manual_seed(3))
+    everything = description_slots(classes, emb, 1.0, torch.Generator().manual_seed(3))
+    assert (names.kind == NAME).all() and (everything.kind[real] == DESCRIPTION).all()
+    assert torch.equal(names.text[real], emb["names"][classes[real]])
+    assert torch.equal(everything.text[real], emb["descriptions"][classes[real]])
 
 
-def test_image_prompts_average_nested_seeded_shots_of_the_right_class():
+def test_task_shots_are_nested_seeded_shots_of_the_right_class():
+    labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 2)
+    classes = torch.tensor([[1, 0, -1], [0, 1, -1]])
+    one = task_shots([7, 8], classes, labels, 1, seed=0, stream="eval-shots")
+    three = task_shots([7, 8], classes, labels, 3, seed=0, stream="eval-shots")
+    assert one.shape == (2, 3, 1) and three.shape == (2, 3, 3)
+    assert torch.equal(one, three[..., :1])  # fewer shots are a prefix of more
+    real = classes >= 0
+    assert torch.equal(labels[three][real], classes[real].unsqueeze(-1).expand(-1, 3))
+    assert all(len(set(row.tolist())) == 3 for row in three[real])  # distinct images
+    assert torch.equal(three, task_shots([7, 8], classes, labels, 3, 0, "eval-shots"))
+    # the draw is seeded by (seed, stream, task, class): the same class differs across tasks
+    assert not torch.equal(three[0, 1], three[1, 0])
+    others = [task_shots([7, 8], classes, labels, 3, 1, "eval-shots"),
+              task_shots([7, 8], classes, labels, 3, 0, "other")]  # fmt: skip
+    assert all(not torch.equal(three[real], other[real]) for other in others)
+    with pytest.raises(ValueError, match="class 2 has 2 training images but 3 shots"):
+        task_shots([7], torch.tensor([[2, 0, -1]]), labels, 3, seed=0, stream="eval-shots")
+
+
+def test_image_slots_average_the_shots_embeddings_into_unit_prompts():
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    classes = torch.tensor([[1, 0, -1]])
+    index = task_shots([7], classes, labels, 3, seed=0, stream="eval-shots")
+    g = torch.Generator().manual_seed(0)
+    bank, feats = torch.randn(len(labels), 6, generator=g), torch.randn(len(labels), 4, generator=g)
+    for n in (1, 3):
+        slots = image_slots(classes, index[..., :n], feats, bank, named=False)
+        assert (slots.kind == IMAGES).all() and (slots.class_id == -1).all()
+        assert torch.equal(slots.mask, classes >= 0)
+        expected = F.normalize(bank[index[0, :2, :n]].mean(1), dim=-1)
+        torch.testing.assert_close(slots.image[0, :2], expected, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(slots.prompts()[0, :2], expected, atol=1e-6, rtol=1e-5)
+        assert torch.all(slots.image[0, 2] == 0)  # padding: no prompt
+        assert slots.shot_count.tolist() == [[n, n, 0]]
+        assert torch.equal(slots.shot_features[0, :2], feats[index[0, :2, :n]])
+        assert torch.all(slots.shot_features[0, 2] == 0)
+    named = image_slots(classes, index, feats, bank, named=True)
+    assert torch.equal(named.class_id, classes)
+    # a count below n uses only the first shots of each slot
+    fewer = image_slots(classes, index, feats, bank, named=False, count=torch.tensor([[1, 3, 3]]))
+    first_only = image_slots(classes, index[..., :1], feats, bank, named=False)
+    torch.testing.assert_close(fewer.image[0, 0], first_only.image[0, 0])
+    assert fewer.shot_count.tolist() == [[1, 3, 0]]  # padding slots count no shot
+    assert torch.all(fewer.shot_features[0, 0, 1:] == 0)
+
+
+def test_image_prompt_banks_embed_every_drawn_image_once():
     labels = torch.tensor([0] * 5 + [1] * 5 + [2] * 2)
     images = torch.arange(len(labels)).reshape(-1, 1, 1, 1).to(torch.uint8)
     seen = []
 
-    def embed(batch):  # one-hot of the image index: prompts reveal which images were used
+    def embed(batch):  # one-hot of the image index: the bank reveals which images were used
         seen.append(len(batch))
         return F.one_hot(batch.reshape(-1).long(), len(labels)).float()
 
-    classes = torch.tensor([[1, 0, -1]])
-    prompts = image_prompts(classes, [7], labels, images, [1, 3], embed, seed=0)
-    assert seen == [3 + 3]  # every chosen image embedded once
-    one, three = (prompts[n][0] for n in (1, 3))
-    assert torch.allclose(one.norm(dim=1), torch.tensor([1.0, 1.0, 0.0]))
-    used_one, used_three = one[0].nonzero().squeeze(1), three[0].nonzero().squeeze(1)
-    assert len(used_one) == 1 and len(used_three) == 3
-    assert set(used_one.tolist()) <= set(used_three.tolist())  # shots are nested
-    assert set(used_three.tolist()) <= set(range(5, 10))  # slot 0 is class 1's images
-    assert set(three[1].nonzero().squeeze(1).tolist()) <= set(range(5))
-    assert torch.allclose(three[0][used_three], torch.full((3,), 3**-0.5))
-    again = image_prompts(classes, [7], labels, images, [1, 3], embed, seed=0)
-    assert torch.equal(again[3], prompts[3])
-    with pytest.raises(ValueError, match="class 2 has 2 training images"):
-        image_prompts(torch.tensor([[2, 0]]), [7], labels, images, [3], embed, seed=0)
+    grounding = SimpleNamespace(features=lambda x: x.reshape(len(x), -1).float() * 10)
+    ctx = SimpleNamespace(
+        dataset=SimpleNamespace(train_images=images), tina=SimpleNamespace(grounding=grounding)
+    )
+    index = torch.tensor([[[5, 7, 9], [0, 3, 1]], [[1, 3, 0], [0, 4, 4]]])
+    feats, bank = image_prompt_banks(ctx, embed, index)
+    used = sorted(set(index.reshape(-1).tolist()))
+    assert seen == [len(used)]  # each drawn image embedded once, in one call
+    assert torch.equal(feats, torch.arange(len(labels)).float().unsqueeze(1) * 10)
+    assert torch.equal(bank[used], F.one_hot(torch.tensor(used), len(labels)).float())
+    unused = [i for i in range(len(labels)) if i not in used]
+    assert torch.all(bank[unused] == 0)
 
 
 # --------------------------------------------------------------------------- order

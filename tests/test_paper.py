@@ -203,7 +203,10 @@ def dry_runs(tmp_path_factory, tiny_clip) -> dict[str, tuple[int, str]]:
         extra = write_yaml(repo / f"override-{path.stem}.yaml", override)
         config = f"config/paper/{path.name}"
         runs[path.stem] = snakemake(repo, "-n", "all", "--configfile", config, str(extra))
-    return {name: (proc.wait(timeout=300), proc.stdout.read()) for name, proc in runs.items()}
+    # communicate, not wait: a dry run's plan fills the pipe (~55 kB of small writes leave no
+    # room in its 64 kB), and a writer blocked on a full pipe never exits
+    outputs = {name: proc.communicate(timeout=300)[0] for name, proc in runs.items()}
+    return {name: (runs[name].returncode, output) for name, output in outputs.items()}
 
 
 @pytest.mark.parametrize("name", [p.stem for p in PAPER])
@@ -258,9 +261,15 @@ def test_cifar100_pipeline_to_tina(tmp_path, tiny_clip):
         generic=results / "generic" / "model.safetensors",
         zoo=[results / "zoo" / f"shard-{i}.safetensors" for i in range(2)],
         embeddings=results / "prompts" / "embeddings.safetensors",
+        projection=results / "prompts" / "image_projection.safetensors",
+        grounding=results / "prompts" / "grounding.json",
     )
-    section = load_config(ROOT / "config" / "paper" / "cifar100.yaml")["tina"] | tiny["tina"]
-    single, history = train_tina_stage(inputs, section, 0)
+    config = load_config(ROOT / "config" / "paper" / "cifar100.yaml")
+    section = config["tina"] | tiny["tina"]
+    encoder = config["encoder"] | tiny["encoder"]
+    single, history = train_tina_stage(
+        inputs, section, 0, encoder=encoder, shots=config["evaluate"]["shots"]
+    )
     reference = single.model.state_dict()
     diff = max(float((ddp.model.state_dict()[k] - v).abs().max()) for k, v in reference.items())
     print(f"2 processes vs 1: max |weight difference| {diff:.3e}")

@@ -43,6 +43,7 @@ from workflow import (
 )
 
 from tina import cli
+from tina.grounding import build_grounding
 from tina.io import load_tensors
 from tina.nets import NetSpec, init_params
 from tina.sampling import TinaConfig, load_tina, save_tina
@@ -117,12 +118,16 @@ def checkpoint(tmp_path_factory) -> Path:
     images, labels = shape_images(2, seed=0)
     cfg = TinaConfig(width=16, depth=1, heads=2, chunk_size=64, steps=2, batch_size=4,
                      warmup=1, eval_every=2, eval_sampler_steps=2)  # fmt: skip
+    spec_all = spec.with_classes(len(NAMES), head_only=False)
+    grounding, features = build_grounding(generic, spec_all, known, embeddings, images, labels)
     data = TrainData(
         params=zoo,
         classes=classes,
         generic=generic,
         spec=spec,
         class_emb=embeddings,
+        description_emb=-embeddings,
+        has_description=torch.ones(len(NAMES), dtype=torch.bool),
         known=known,
         class_names=NAMES,
         val_tasks=val,
@@ -130,6 +135,10 @@ def checkpoint(tmp_path_factory) -> Path:
         labels=labels,
         val_images=images,
         val_labels=labels,
+        grounding=grounding,
+        features=features,
+        image_prompts=torch.randn(len(images), 8, generator=g),
+        shots=(1, 2),
     )
     tina, _ = train_tina(data, cfg, seed=0)
     path = tmp_path_factory.mktemp("tina") / "model.safetensors"

@@ -8,15 +8,35 @@ import numpy as np
 import pandas as pd
 import pytest
 from docutils.core import publish_doctree
+from matplotlib.colors import to_rgb
+from matplotlib.lines import Line2D
 
-from tina.report.figures import FIGURE_KINDS, make_figure, order_spread, write_experiment_figure
+from tina.report.figures import (
+    FIGURE_KINDS,
+    _draw_bars,
+    _draw_lines,
+    make_figure,
+    order_spread,
+    write_experiment_figure,
+)
 from tina.report.performance import performance_table, stage_summary, write_performance
-from tina.report.summary import make_summary, write_summary
+from tina.report.style import (
+    METHOD_LABELS,
+    METHOD_ORDER,
+    METHOD_PALETTE_INDEX,
+    method_colour,
+    method_label,
+)
+from tina.report.summary import make_summary, write_run_summary, write_summary
 from tina.report.tables import (
+    OWN_BASE_COLUMNS,
     make_tables,
+    own_base_markdown,
+    own_base_table,
     read_records,
     table_markdown,
     write_experiment_table,
+    write_own_base,
     write_tables,
 )
 
@@ -112,6 +132,57 @@ def known_records() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The methods recorded beside Tina by experiment, once the evaluation records Tina's own base
+#: (``base``) and the image-prompt baselines.
+NEW_METHODS = {
+    "names": {"base": 0.6},
+    "descriptions": {"base": 0.65},
+    "image_prompts": {
+        "base": 0.55,
+        "imprint": 0.5,
+        "imprint_selection": 0.52,
+        "logistic_head": 0.6,
+        "finetune_shots": 0.62,
+    },
+    "kway": {"base": 0.75},
+    "unseen": {"base": 0.5},
+}
+
+
+def with_new_methods(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """``records`` plus one deterministic row per task of every method of ``NEW_METHODS``."""
+    rng = np.random.default_rng(seed)
+    tasks = records[records["method"] == "tina"].drop_duplicates(
+        ["experiment", "setting", "split", "task_id"]
+    )
+    rows = []
+    for task in tasks.itertuples(index=False):
+        for method, level in NEW_METHODS.get(task.experiment, {}).items():
+            accuracy = float(np.clip(level + rng.normal(0, 0.05), 0, 1))
+            rows.append(task._asdict() | {"method": method, "sample": 0, "accuracy": accuracy})
+    return pd.concat([records, pd.DataFrame(rows)], ignore_index=True)
+
+
+def own_base_records() -> pd.DataFrame:
+    """Tina and its base on hand-picked tasks (answers worked out in the tests; every value is
+    exact in binary, so the tie is a tie)."""
+    tina = {0: [0.5, 0.75], 1: [0.25, 0.25], 2: [0.5, 1.0]}  # task means 0.625, 0.25, 0.75
+    base = {0: 0.5, 1: 0.375, 2: 0.75}  # differences +0.125, -0.125, 0 (a tie is not a win)
+    rows = [
+        row("unseen", "unseen=1", "tina", "test_ood", t, s, a)
+        for t, accs in tina.items()
+        for s, a in enumerate(accs)
+    ]
+    rows += [row("unseen", "unseen=1", "base", "test_ood", t, 0, a) for t, a in base.items()]
+    rows += [row("unseen", "unseen=1", "pmodel", "test_ood", t, 0, 0.9) for t in base]
+    rows += [row("names", "names", "tina", split, 5, 0, 0.75) for split in ("test_id", "test_ood")]
+    rows += [row("names", "names", "base", "test_id", 5, 0, 0.5)]  # +0.25
+    rows += [row("names", "names", "base", "test_ood", 5, 0, 0.25)]  # +0.5
+    rows += [row("names", "names", "base", "test_ood", 6, 0, 0.25)]  # no Tina on task 6
+    rows += [row("kway", "k=2", "tina", "test_kway", 0, 0, 0.9)]  # no base in k-way
+    return pd.DataFrame(rows)
+
+
 def test_make_tables_known_means_and_stds():
     tables = make_tables(known_records())
     assert list(tables) == ["kway", "names"]
@@ -134,6 +205,77 @@ def test_make_tables_known_means_and_stds():
 def test_tables_order_settings_naturally():
     table = make_tables(fake_records(tasks=2, samples=1))["image_prompts"]
     assert list(dict.fromkeys(table["setting"])) == ["shots=1", "shots=4", "shots=16"]
+
+
+def test_style_knows_every_method_and_each_experiment_tells_its_methods_apart():
+    assert set(METHOD_LABELS) == set(METHOD_PALETTE_INDEX) == set(METHOD_ORDER)
+    position = METHOD_ORDER.index
+    assert position("generic_selection") + 1 == position("base")
+    assert position("finetune_shots") + 1 == position("retrieval")
+    assert method_label("base") == "Tina's base (grounded prompt, no Tina)"
+    assert method_label("finetune_shots") == "fine-tuning on the shots"
+    assert [m for m, index in METHOD_PALETTE_INDEX.items() if index is None] == ["majority"]
+    named = ["tina", "pmodel", "generic_selection", "base", "retrieval", "ridge", "hypernetwork"]
+    images = ["tina", "pmodel", "generic_selection", *NEW_METHODS["image_prompts"]]
+    for methods in ([*named, "chance", "majority"], images):
+        assert len({method_colour(m) for m in methods}) == len(methods), methods
+
+
+def test_tables_place_the_new_methods_in_method_order():
+    records = with_new_methods(fake_records(tasks=2, samples=2))
+    tables = make_tables(records)
+    image = tables["image_prompts"]
+    methods = list(dict.fromkeys(image["method"]))
+    assert methods == [
+        "tina", "pmodel", "base", "imprint", "imprint_selection", "logistic_head",
+        "finetune_shots", "retrieval", "ridge", "chance",
+    ]  # fmt: skip
+    assert (image.loc[image["method"] == "base", "samples"] == 1).all()
+    assert "base" in set(tables["descriptions"]["method"]) and "imprint" not in set(
+        tables["unseen"]["method"]
+    )
+    assert "Tina's base (grounded prompt, no Tina)" in table_markdown(tables["unseen"])
+
+
+def test_own_base_pairs_tina_sample_means_with_the_base_per_task():
+    table = own_base_table(own_base_records())
+    assert list(table.columns) == list(OWN_BASE_COLUMNS)
+    assert table[["experiment", "setting", "split"]].values.tolist() == [
+        ["names", "names", "test_id"],
+        ["names", "names", "test_ood"],
+        ["names", "names", "all"],
+        ["unseen", "unseen=1", "test_ood"],
+    ]  # no k-way row: k-way recorded no base
+    unseen = table.iloc[3]
+    assert unseen["mean"] == pytest.approx(0.0) and unseen["std"] == pytest.approx(0.125)
+    assert unseen["wins"] == 1 and unseen["tasks"] == 3  # the tie is no win
+    assert unseen["share"] == pytest.approx(1 / 3)
+    names = table[table["experiment"] == "names"].set_index("split")
+    assert names.loc["test_id", "mean"] == pytest.approx(0.25)
+    assert math.isnan(names.loc["test_id", "std"])  # one task
+    assert names.loc["test_ood", "mean"] == pytest.approx(0.5)
+    assert names.loc["test_ood", "tasks"] == 1  # task 6 has no Tina: unpaired, left out
+    pooled = names.loc["all"]
+    assert pooled["mean"] == pytest.approx(0.375) and pooled["std"] == pytest.approx(0.125 * 2**0.5)
+    assert pooled["wins"] == pooled["tasks"] == 2 and pooled["share"] == 1.0
+
+
+def test_own_base_table_files_and_markdown(tmp_path):
+    table = write_own_base(own_base_records(), tmp_path)
+    back = pd.read_csv(tmp_path / "own_base.csv")
+    pd.testing.assert_frame_equal(back, table, check_dtype=False)
+    markdown = (tmp_path / "own_base.md").read_text()
+    assert markdown.startswith("# Tina against its own base")
+    assert "grounded prompt with no Tina" in markdown and "Positive means Tina adds" in markdown
+    unseen = next(line for line in markdown.splitlines() if "unseen=1" in line)
+    assert "+0.0" in unseen and "12.5" in unseen and "33" in unseen
+    assert "+25.0" in markdown and "n/a" in markdown  # names, test-ID: one task, no std
+
+    empty = write_own_base(known_records(), tmp_path / "none")  # no base recorded
+    assert empty.empty and list(pd.read_csv(tmp_path / "none" / "own_base.csv").columns) == list(
+        OWN_BASE_COLUMNS
+    )
+    assert "No experiment recorded both" in own_base_markdown(empty)
 
 
 def test_write_tables_csv_and_markdown(tmp_path):
@@ -179,6 +321,31 @@ def test_every_figure_writes_png_and_svg(tmp_path, experiment):
     svg = paths[1].read_text()
     assert "<svg" in svg and svg.count("<path") > 10
     assert sorted(tmp_path.iterdir()) == sorted(paths)  # no temporary files left
+
+
+def legend_entries(figure) -> list[tuple[str, tuple]]:
+    """The method legend of a figure: (label, RGB colour) per entry."""
+    legend = figure.legends[0]
+    colours = [
+        to_rgb(h.get_color() if isinstance(h, Line2D) else h.get_facecolor())
+        for h in legend.legend_handles
+    ]
+    labels = [text.get_text() for text in legend.get_texts()]
+    return list(zip(labels, colours, strict=True))
+
+
+def test_figures_show_the_new_baselines_in_their_colours(tmp_path):
+    records = with_new_methods(fake_records(tasks=2, samples=2))
+    image = records[records["experiment"] == "image_prompts"]
+    unseen = records[records["experiment"] == "unseen"]
+    assert set(NEW_METHODS["image_prompts"]) <= set(image["method"])
+    drawn = [(_draw_lines(image, "image_prompts"), image), (_draw_bars(unseen, "unseen"), unseen)]
+    for figure, frame in drawn:
+        methods = [m for m in METHOD_ORDER if m in set(frame["method"])]
+        expected = [(method_label(m), to_rgb(method_colour(m))) for m in methods]
+        assert legend_entries(figure) == expected
+    paths = make_figure("image_prompts", records, tmp_path / "image_prompts")
+    assert paths[0].stat().st_size > 5000
 
 
 def test_figures_are_byte_reproducible(tmp_path):
@@ -324,6 +491,56 @@ def test_summary_needs_a_single_setting():
     assert summary["test_ood"]["tina"] is None and summary["test_id"]["tina"] is not None
 
 
+def test_summary_states_tina_against_its_own_base():
+    summary = make_summary(own_base_records())
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+    assert set(summary["own_base"]) == {"names", "unseen"}
+    unseen = summary["own_base"]["unseen"]["unseen=1"]
+    assert unseen["mean"] == pytest.approx(0.0) and unseen["std"] == pytest.approx(0.125)
+    assert (unseen["wins"], unseen["n"]) == (1, 3) and unseen["share"] == pytest.approx(1 / 3)
+    assert list(unseen["splits"]) == ["test_ood"]
+    names = summary["own_base"]["names"]["names"]
+    assert names["mean"] == pytest.approx(0.375) and (names["wins"], names["n"]) == (2, 2)
+    assert list(names["splits"]) == ["test_id", "test_ood"]
+    assert names["splits"]["test_id"]["std"] is None  # one task
+    assert names["splits"]["test_ood"]["mean"] == pytest.approx(0.5)
+    assert summary["test_id"]["base"] == pytest.approx(0.5)
+    assert summary["test_id"]["count"]["base"] == 1
+    assert make_summary(known_records())["own_base"] == {}  # no base recorded
+    assert make_summary(known_records())["test_id"]["base"] is None
+
+
+def test_run_summary_writes_the_own_base_table_and_digest(tmp_path):
+    records = with_new_methods(fake_records(tasks=3, samples=2))
+    paths = []
+    for experiment, part in records.groupby("experiment"):
+        paths.append(tmp_path / "eval" / f"{experiment}.csv")
+        paths[-1].parent.mkdir(exist_ok=True)
+        part.to_csv(paths[-1], index=False)
+    write_benchmark(tmp_path / "bench" / "train_tina.tsv", [(100.0, 1500.0)])
+    summary = write_run_summary(
+        paths,
+        novelty_path=None,
+        benchmark_dir=tmp_path / "bench",
+        tables_dir=tmp_path / "tables",
+        summary_path=tmp_path / "summary.json",
+        results_path=tmp_path / "results.md",
+        run="fake",
+    )
+    table = pd.read_csv(tmp_path / "tables" / "own_base.csv")
+    assert set(table["experiment"]) == set(NEW_METHODS)
+    image = table[table["experiment"] == "image_prompts"]
+    assert set(image["setting"]) == {"shots=1", "shots=4", "shots=16"}
+    assert (table["tasks"] == np.where(table["split"] == "all", 6, 3)).all()
+    assert set(summary["own_base"]) == set(NEW_METHODS)
+    assert set(summary["own_base"]["descriptions"]) == {"names", "descriptions", "mixed"}
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    digest = (tmp_path / "results.md").read_text()
+    own = digest.index("## Tina against its own base")
+    assert digest.index("## Main result") < own < digest.index("## Experiments")
+    assert (tmp_path / "tables" / "own_base.md").read_text().startswith("# Tina against")
+
+
 REPORT_DIR = Path(__file__).resolve().parents[1] / "report"
 
 
@@ -337,7 +554,10 @@ def caption_for(experiment: str) -> Path:
     "caption",
     sorted(
         {caption_for(e) for e in [*EXPERIMENTS, "novelty"]}
-        | {REPORT_DIR / f"{n}.rst" for n in ("workflow", "tables", "performance", "summary")}
+        | {
+            REPORT_DIR / f"{n}.rst"
+            for n in ("workflow", "tables", "performance", "summary", "own_base")
+        }
     ),
     ids=lambda p: p.name,
 )

@@ -13,10 +13,21 @@ from tina.report.seeds import (
     aggregate_seeds,
     bootstrap_mean,
     claims,
+    claims_markdown,
     pooled,
     verdict,
 )
+from tina.report.style import METHOD_ORDER
 from tina.report.summary import make_summary
+
+#: Tina's own base and the image-prompt baselines, as the evaluation records them: the base in
+#: every setting of these experiments, the shot methods in image prompts only.
+BASE_SETTINGS = {
+    "descriptions": ["names", "descriptions", "mixed"],
+    "unseen": ["unseen=1", "unseen=5"],
+    "image_prompts": ["shots=1", "shots=4"],
+}
+SHOT_METHODS = ("imprint", "imprint_selection", "logistic_head", "finetune_shots")
 
 
 def seed_records(seed: int, n_tasks: int = 30) -> pd.DataFrame:
@@ -72,6 +83,50 @@ def test_claims_are_paired_per_task_with_intervals_and_verdicts():
     assert len(noisy["seed_means"].split()) == 3
 
 
+def base_records(seed: int, n_tasks: int = 8) -> pd.DataFrame:
+    """One seed's records of descriptions, unseen and image prompts: Tina 2 samples per task
+    and 3 points above its base; pmodel above Tina; shot methods in image prompts."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for experiment, settings in BASE_SETTINGS.items():
+        for setting in settings:
+            for task in range(n_tasks):
+                level = rng.uniform(0.3, 0.7)
+                methods = {"base": level - 0.03, "pmodel": level + 0.1}
+                if experiment == "image_prompts":
+                    methods |= {m: level - 0.02 * i for i, m in enumerate(SHOT_METHODS, 1)}
+                rows += [(experiment, setting, "tina", task, s, level) for s in range(2)]
+                rows += [(experiment, setting, m, task, 0, a) for m, a in methods.items()]
+    columns = ["experiment", "setting", "method", "task_id", "sample", "accuracy"]
+    return pd.DataFrame(rows, columns=columns).assign(split="test_ood", k=10, seconds=0.01)
+
+
+def test_claims_state_tina_against_its_base_and_the_new_baselines():
+    records = pooled({0: base_records(0), 1: base_records(1)})
+    table = claims(records, rounds=300)
+    base = table[table["method"] == "base"]
+    stated = set(zip(base["experiment"], base["setting"], strict=True))
+    assert stated == {(e, s) for e, settings in BASE_SETTINGS.items() for s in settings}
+    assert np.allclose(base["mean"], 0.03) and (base["verdict"] == "yes").all()
+    assert (base["tasks"] == 16).all() and (base["seeds"] == 2).all()
+    for (experiment, _), group in table.groupby(["experiment", "setting"]):
+        methods = group["method"].tolist()
+        assert methods == [m for m in METHOD_ORDER if m in methods]  # the report's order
+        shots = [m for m in methods if m in SHOT_METHODS]
+        assert shots == (list(SHOT_METHODS) if experiment == "image_prompts" else [])
+    assert "Tina's base (grounded prompt, no Tina)" in claims_markdown(table)
+
+
+def test_each_claim_keeps_its_interval_when_methods_are_added():
+    records = pooled({0: seed_records(0), 1: seed_records(1)})
+    before = claims(records[records["method"] != "retrieval"], rounds=300)
+    after = claims(records, rounds=300)
+    merged = before.merge(after, on=["split", "method"], suffixes=("", "_after"))
+    assert len(merged) == len(before) > 0
+    assert np.allclose(merged["low"], merged["low_after"])
+    assert np.allclose(merged["high"], merged["high_after"])
+
+
 def test_aggregate_writes_claims_and_a_summary_with_a_runs_keys(tmp_path):
     paths = {}
     for seed in (0, 1):
@@ -88,6 +143,20 @@ def test_aggregate_writes_claims_and_a_summary_with_a_runs_keys(tmp_path):
     low, high = summary["intervals"]["test_id"]["tina"]
     assert low <= summary["test_id"]["tina"] <= high
     assert summary["test_id"]["count"]["tina"] == 30  # 15 tasks of each seed, counted once
+    assert summary["own_base"] == {}  # these seeds recorded no base
+
+
+def test_aggregate_summary_pools_the_own_base_over_seeds(tmp_path):
+    paths = {}
+    for seed in (0, 1):
+        path = tmp_path / f"s{seed}.csv"
+        pd.concat([seed_records(seed), base_records(seed)]).to_csv(path, index=False)
+        paths[seed] = [path]
+    aggregate_seeds(paths, tmp_path / "tables", tmp_path / "summary.json", rounds=200)
+    own_base = json.loads((tmp_path / "summary.json").read_text())["own_base"]
+    assert set(own_base) == set(BASE_SETTINGS)
+    unseen = own_base["unseen"]["unseen=5"]
+    assert unseen["n"] == unseen["wins"] == 16 and unseen["mean"] == pytest.approx(0.03)
 
 
 @pytest.mark.workflow

@@ -9,8 +9,9 @@ from shapes import NAMES, shape_images
 
 from tina.codec import ParamCodec
 from tina.data import Dataset, to_float
+from tina.grounding import GroundingSettings, build_grounding
 from tina.nets import NetSpec, forward, score
-from tina.sampling import TinaConfig, load_tina, save_tina, task_prompts
+from tina.sampling import TinaConfig, load_tina, name_slots, save_tina
 from tina.tasks import TaskDrawer, task_classes
 from tina.train import TrainData, augment_slots, functional_images, load_train_data, train_tina
 from tina.zoo.finetune import augment, draw_augment, finetune_pmodels, train_generic
@@ -60,14 +61,22 @@ def tiny_config(**changes) -> TinaConfig:
 
 
 def train_data(zoo, drawer=None) -> TrainData:
-    """The first 24 tasks' p-models to train on, the last 6 tasks to validate on."""
+    """The first 24 tasks' p-models to train on, the last 6 tasks to validate on; every prompt
+    kind (descriptions: the negated name embeddings; image prompts: the images' features)."""
     known = torch.zeros(len(NAMES), dtype=torch.bool)
     known[SEEN] = True
+    grounding, features = build_grounding(
+        zoo["generic"], zoo["spec"].with_classes(len(NAMES)), known, zoo["emb"], zoo["images"],
+        zoo["labels"],
+    )  # fmt: skip
     return TrainData(
         params=zoo["params"][:24], classes=task_classes(zoo["tasks"].iloc[:24], K),
-        generic=zoo["generic"], spec=zoo["spec"], class_emb=zoo["emb"], known=known,
-        class_names=NAMES, val_tasks=zoo["tasks"].iloc[24:], images=zoo["images"],
+        generic=zoo["generic"], spec=zoo["spec"], class_emb=zoo["emb"],
+        description_emb=-zoo["emb"], has_description=torch.ones(len(NAMES), dtype=torch.bool),
+        known=known, class_names=NAMES, val_tasks=zoo["tasks"].iloc[24:], images=zoo["images"],
         labels=zoo["labels"], val_images=zoo["test_images"], val_labels=zoo["test_labels"],
+        grounding=grounding, features=features,
+        image_prompts=torch.nn.functional.normalize(features[:, :16], dim=1), shots=(1, 4),
         drawer=drawer,
     )  # fmt: skip
 
@@ -81,8 +90,8 @@ def test_augmentation_keeps_prompts_and_head_rows_aligned(zoo):
     """A permuted sample's net makes the same predictions, relabelled by the permutation."""
     spec, params = zoo["spec"], zoo["params"][:8]
     classes = task_classes(zoo["tasks"].iloc[:8], K)
-    cfg = tiny_config(slot_dropout=0.0, base_dropout=0.0)
-    new_classes, new_params, mask, _ = augment_slots(classes, params, cfg, spec, torch.Generator())
+    cfg = tiny_config(slot_dropout=0.0)
+    new_classes, new_params, mask = augment_slots(classes, params, cfg, spec, torch.Generator())
     assert mask.all()
     images = zoo["test_images"][:20].float().div(127.5).sub(1).expand(8, -1, -1, -1, -1)
     before = forward(params, images, spec).argmax(-1)  # slot indices
@@ -113,7 +122,7 @@ def test_slot_dropout_pads_tasks(zoo):
     spec, params = zoo["spec"], zoo["params"]
     classes = task_classes(zoo["tasks"], K)
     cfg = tiny_config(slot_dropout=1.0)
-    new_classes, _, mask, _ = augment_slots(classes, params, cfg, spec, torch.Generator())
+    new_classes, _, mask = augment_slots(classes, params, cfg, spec, torch.Generator())
     assert (mask.sum(1) >= 2).all() and (mask.sum(1) < K).any()
     assert torch.equal(new_classes < 0, ~mask)
 
@@ -124,8 +133,7 @@ def test_training_loss_falls_and_generated_nets_beat_chance(zoo, trained):
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
     test = zoo["tasks"].iloc[24:]
     classes = task_classes(test, K)
-    prompts, mask = task_prompts(classes, zoo["emb"])
-    params = tina.generate(prompts, mask, classes, seed=3)
+    params = tina.generate(name_slots(classes, zoo["emb"]), seed=3)
     acc = score(params, test, zoo["test_images"], zoo["test_labels"], zoo["spec"])
     assert float(acc.mean()) > 1 / K + 0.25, acc
 
@@ -134,8 +142,7 @@ def test_padding_for_fewer_classes(zoo, trained):
     tina, _ = trained
     test = pd.DataFrame({"task_id": [0, 1], "class_ids": [[0, 4], [8, 2, 6]]})
     classes = task_classes(test, K)
-    prompts, mask = task_prompts(classes, zoo["emb"])
-    params = tina.generate(prompts, mask, classes, seed=0)
+    params = tina.generate(name_slots(classes, zoo["emb"]), seed=0)
     rows = zoo["spec"].head_rows()
     assert torch.count_nonzero(params[0, rows[2:]]) == 0
     assert torch.count_nonzero(params[1, rows[3:]]) == 0
@@ -146,13 +153,14 @@ def test_padding_for_fewer_classes(zoo, trained):
 def test_same_seed_same_nets_and_checkpoint_round_trip(zoo, trained, tmp_path):
     tina, _ = trained
     classes = task_classes(zoo["tasks"].iloc[24:], K)
-    prompts, mask = task_prompts(classes, zoo["emb"])
-    a = tina.generate(prompts, mask, classes, seed=5)
-    assert torch.equal(a, tina.generate(prompts, mask, classes, seed=5))
-    assert not torch.equal(a, tina.generate(prompts, mask, classes, seed=6))
+    slots = name_slots(classes, zoo["emb"])
+    a = tina.generate(slots, seed=5)
+    assert torch.equal(a, tina.generate(slots, seed=5))
+    assert not torch.equal(a, tina.generate(slots, seed=6))
     save_tina(tina, tmp_path / "tina.safetensors")
     again = load_tina(tmp_path / "tina.safetensors")
-    assert torch.equal(a, again.generate(prompts, mask, classes, seed=5))
+    assert torch.equal(a, again.generate(slots, seed=5))
+    assert again.grounding.settings == tina.grounding.settings
 
 
 def test_functional_images_are_augmented_like_the_zoo(zoo):
@@ -197,8 +205,13 @@ def test_load_train_data_takes_the_training_pmodels_and_the_validation_tasks(zoo
         zoo["images"], zoo["labels"], val_images, val_labels, zoo["test_images"],
         zoo["test_labels"], classes=pd.DataFrame({"name": NAMES}),
     )  # fmt: skip
-    embeddings = {"names": zoo["emb"], "descriptions": -zoo["emb"]}
-    data = load_train_data(dataset, tasks, embeddings, generic, store)
+    embeddings = {
+        "names": zoo["emb"], "descriptions": -zoo["emb"],
+        "has_description": torch.ones(len(NAMES), dtype=torch.bool),
+    }  # fmt: skip
+    bank = torch.randn(len(zoo["images"]), 16)
+    settings = GroundingSettings(imprint_scale=0.2)
+    data = load_train_data(dataset, tasks, embeddings, generic, store, settings, bank)
     train = torch.tensor([s == "train" for s in splits])
     assert torch.equal(store.train_mask(), train)
     assert torch.equal(data.params, zoo["params"][train])
@@ -206,9 +219,13 @@ def test_load_train_data_takes_the_training_pmodels_and_the_validation_tasks(zoo
     assert data.val_tasks["task_id"].tolist() == list(range(1, 30, 3))
     assert data.class_emb is zoo["emb"] and data.known is trained and data.class_names == NAMES
     assert data.drawer is None
+    assert data.image_prompts is bank and data.grounding.settings == settings
+    assert data.features.shape == (len(zoo["images"]), zoo["spec"].feature_dim)
     assert data.val_images is val_images and data.val_labels is val_labels  # never test images
     split = pd.DataFrame({"class_id": range(len(NAMES)), "group": "g", "seen": trained.numpy()})
-    with_split = load_train_data(dataset, tasks, embeddings, generic, store, class_split=split)
+    with_split = load_train_data(
+        dataset, tasks, embeddings, generic, store, settings, bank, class_split=split
+    )
     assert isinstance(with_split.drawer, TaskDrawer)
     subset = data.subset(torch.tensor([2, 0]))
     assert torch.equal(subset.params, data.params[[2, 0]]) and subset.val_tasks is data.val_tasks

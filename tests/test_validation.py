@@ -13,6 +13,7 @@ import torch
 from shapes import NAMES, shape_images
 
 from tina.data import Dataset, prepare_dataset, split_validation
+from tina.grounding import build_grounding
 from tina.nets import NetSpec
 from tina.sampling import TinaConfig
 from tina.tasks import task_classes
@@ -113,11 +114,17 @@ def test_tina_checkpoint_is_chosen_without_test_images(data_sets, zoos):
     train_params = params[torch.from_numpy(train)]
     results = []
     for ds in data_sets:
+        grounding, features = build_grounding(
+            generic, spec.with_classes(len(NAMES)), known, emb, ds.train_images, ds.train_labels
+        )
         data = TrainData(
             params=train_params, classes=task_classes(tasks[train], K), generic=generic,
-            spec=spec, class_emb=emb, known=known, class_names=NAMES,
-            val_tasks=tasks[tasks["split"] == "val"], images=ds.train_images,
+            spec=spec, class_emb=emb, description_emb=-emb,
+            has_description=torch.ones(len(NAMES), dtype=torch.bool), known=known,
+            class_names=NAMES, val_tasks=tasks[tasks["split"] == "val"], images=ds.train_images,
             labels=ds.train_labels, val_images=ds.val_images, val_labels=ds.val_labels,
+            grounding=grounding, features=features,
+            image_prompts=torch.nn.functional.normalize(features[:, :16], dim=1), shots=(1, 4),
         )  # fmt: skip
         results.append(train_tina(data, cfg, seed=0))
     (tina, history), (tina_noise, history_noise) = results

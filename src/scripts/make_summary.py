@@ -1,4 +1,4 @@
-"""Rule make_summary: summary.json, performance tables and the results.md digest."""
+"""Rule make_summary: summary.json, performance tables, the own-base table and results.md."""
 
 from pathlib import Path
 

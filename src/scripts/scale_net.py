@@ -7,7 +7,9 @@ from tina.scaling import load_run_data, scale_net
 def main(snakemake):
     params = snakemake.params
     records = scale_net(
-        load_run_data(snakemake.input, with_zoo=False), snakemake.wildcards.arch,
+        load_run_data(
+            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"], with_zoo=False
+        ), snakemake.wildcards.arch,
         tina=params.tina, scaling=params.scaling, evaluate=params.evaluate, net=params.net,
         generic=params.generic, zoo=params.zoo, seed=params.seed, threads=snakemake.threads,
         device=params.device,

@@ -7,7 +7,9 @@ from tina.scaling import load_run_data, scale_width
 def main(snakemake):
     params = snakemake.params
     records = scale_width(
-        load_run_data(snakemake.input), int(snakemake.wildcards.width),
+        load_run_data(
+            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"]
+        ), int(snakemake.wildcards.width),
         tina=params.tina, scaling=params.scaling, evaluate=params.evaluate, seed=params.seed,
         device=params.device,
     )  # fmt: skip

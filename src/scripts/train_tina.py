@@ -21,12 +21,16 @@ def main(snakemake):
             "inputs": dict(snakemake.input.items()),
             "outputs": {"model": snakemake.output.model, "history": snakemake.output.history},
             "tina": params.tina, "seed": params.seed, "device": params.device,
+            "encoder": params.encoder, "shots": params.shots,
             "threads": max(1, snakemake.threads // processes), "meta": meta,
         }  # fmt: skip
         launch(job, processes)
         return
     device = pick_device(params.device)
-    tina, history = train_tina_stage(snakemake.input, params.tina, params.seed, device=device)
+    tina, history = train_tina_stage(
+        snakemake.input, params.tina, params.seed, encoder=params.encoder, shots=params.shots,
+        device=device,
+    )  # fmt: skip
     tina.meta.update(meta)
     save_tina(tina, snakemake.output.model)
     write_csv(snakemake.output.history, history)

@@ -22,13 +22,17 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from tina.codec import ParamCodec, layout_of
+from tina.grounding import NAME, UNKNOWN
 from tina.io import progress
 from tina.model import TinaTransformer
-from tina.sampling import Tina, task_prompts, zero_padding
+from tina.sampling import Tina, name_slots, task_prompts, zero_padding
 from tina.seeding import derive_seed
 from tina.train import augment_slots, loss_weight, lr_at, update_ema
 
 log = logging.getLogger("tina.baselines")
+
+UNKNOWN_SHARE = 0.1
+"""Share of the hypernetwork's training slots grounded as unknown names."""
 
 
 def _prompt_vectors(classes: Tensor, class_emb: Tensor) -> Tensor:
@@ -130,7 +134,11 @@ def train_hypernetwork(
     steps: int,
     seed: int,
 ) -> TinaTransformer:
-    """Tina's architecture trained to map prompts straight to the code (MSE, no noise)."""
+    """Tina's architecture trained to map prompts straight to the code (MSE, no noise).
+
+    Its prompts are class names on Tina's name grounding; like Tina's ``unknown`` prompts, a
+    share :data:`UNKNOWN_SHARE` of the slots withhold their own row (the name mixture), so it
+    learns to write rows of unseen classes."""
     cfg = tina.config
     g = torch.Generator().manual_seed(derive_seed(seed, "hypernetwork"))
     with torch.random.fork_rng():
@@ -149,12 +157,13 @@ def train_hypernetwork(
     ema = copy.deepcopy(model).requires_grad_(False)
     for step in progress(range(steps), desc="hypernetwork"):
         idx = torch.randint(len(params), (cfg.batch_size,), generator=g)
-        cls, par, mask, known_slots = augment_slots(
-            classes[idx], params[idx], run_cfg, tina.spec, g
-        )
-        base = tina.codec.base(cls, known_slots & tina.known[cls.clamp(min=0)])
+        cls, par, mask = augment_slots(classes[idx], params[idx], run_cfg, tina.spec, g)
+        slots = name_slots(cls, class_emb)
+        unknown = torch.rand(cls.shape, generator=g) < UNKNOWN_SHARE
+        slots.kind = torch.where(unknown, UNKNOWN, NAME)
+        base = tina.base(slots)
         target = tina.codec.encode(par, base)
-        prompts, _ = task_prompts(cls, class_emb)
+        prompts = slots.prompts()
         zeros = torch.zeros_like(target)
         t = torch.zeros(len(idx), dtype=torch.long)
         base_in = base / tina.codec.std if cfg.residual else None
@@ -175,9 +184,8 @@ def train_hypernetwork(
 @torch.no_grad()
 def hypernetwork_predict(model: TinaTransformer, tina: Tina, classes: Tensor, class_emb: Tensor):
     mask = classes >= 0
-    prompts, _ = task_prompts(classes, class_emb)
-    known = tina.known[classes.clamp(min=0)] & mask
-    base = tina.codec.base(classes, known)
+    slots = name_slots(classes, class_emb)
+    prompts, base = slots.prompts(), tina.base(slots)
     zeros = torch.zeros(len(classes), tina.spec.num_params)
     t = torch.zeros(len(classes), dtype=torch.long)
     base_in = base / tina.codec.std if tina.config.residual else None

@@ -58,16 +58,21 @@ class ParamCodec:
         Slots whose class is padding or not ``known`` (``known [B, k]`` False) get the neutral
         row; with ``residual`` off the base is zero.
         """
-        b = classes.shape[0]
+        rows = self.generic_rows()[classes.clamp(min=0)]
+        return self.base_from_rows(rows, known & (classes >= 0))
+
+    def base_from_rows(self, rows: Tensor, use: Tensor) -> Tensor:
+        """Base parameters ``[B, P]``: the generic body and the head rows ``rows [B, k, F + 1]``
+        of the slots where ``use [B, k]``, the neutral row elsewhere (zero without
+        ``residual``). Grounded prompts (:mod:`tina.grounding`) give their rows here."""
+        b = rows.shape[0]
         out = torch.zeros(b, self.spec.num_params)
         if not self.residual:
             return out
         if not self.spec.head_only:
             body = split_body(self.generic, self.spec_all)[0]
             out[:, : body.numel()] = body
-        rows = self.generic_rows()[classes.clamp(min=0)]
-        use = (known & (classes >= 0)).unsqueeze(-1)
-        rows = torch.where(use, rows, self.neutral_row.expand_as(rows))
+        rows = torch.where(use.unsqueeze(-1), rows, self.neutral_row.expand_as(rows))
         out[:, self.rows.reshape(-1)] = rows.reshape(b, -1)
         return out
 
@@ -88,8 +93,13 @@ class ParamCodec:
         *,
         residual: bool,
         normalize: bool,
+        rows: Tensor | None = None,
     ) -> ParamCodec:
-        """Statistics of the training residuals; head rows pooled over slots."""
+        """Statistics of the training residuals; head rows pooled over slots.
+
+        ``rows [N, k, F + 1]`` are the base rows the residuals are taken from (the grounded
+        prompts Tina trains on, :mod:`tina.grounding`); by default every slot's own generic row.
+        """
         p = spec.num_params
         probe = cls(
             spec,
@@ -101,7 +111,11 @@ class ParamCodec:
         )
         known_rows = probe.generic_rows()[classes[classes >= 0].unique()]
         probe.neutral_row = known_rows.mean(0)
-        resid = params - probe.base(classes, torch.ones_like(classes, dtype=torch.bool))
+        if rows is None:
+            base = probe.base(classes, torch.ones_like(classes, dtype=torch.bool))
+        else:
+            base = probe.base_from_rows(rows, classes >= 0)
+        resid = params - base
         mean, std = torch.zeros(p), torch.ones(p)
         if normalize:
             mean, std = resid.mean(0), resid.std(0)

@@ -95,6 +95,11 @@ def check_semantics(config: dict) -> None:
             f"{tina['functional_tasks']} trains by the functional loss alone, but "
             "tina.functional_weight is 0; give it a weight (e.g. 1.0) or set functional_tasks: 0"
         )
+    if not any(rate > 0 for rate in tina["prompt_kinds"].values()):
+        raise ConfigError(
+            "invalid config: tina.prompt_kinds: every rate is 0; give at least one prompt kind "
+            "(names, descriptions, images, unknown) a positive rate"
+        )
     if tina["devices"] > 1 and tina["functional_tasks"] % tina["devices"]:
         raise ConfigError(
             f"invalid config: tina.functional_tasks = {tina['functional_tasks']} does not split "

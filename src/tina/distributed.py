@@ -186,12 +186,15 @@ def run_job(job: dict, dist: Distributed) -> None:
     """Train Tina as one rank of ``dist``; rank 0 writes the checkpoint and history.
 
     ``job``: ``inputs`` (the train_tina rule's input paths by name), ``outputs`` (``model``,
-    ``history``), ``tina`` (the config section), ``seed``, ``threads`` (per process) and
+    ``history``), ``tina`` (the config section), ``seed``, ``encoder`` (the config section),
+    ``shots`` (image prompts' shot counts), ``threads`` (per process) and
     ``meta`` (entries for the checkpoint's metadata).
     """
     set_threads(job.get("threads", 1))
     inputs = types.SimpleNamespace(**job["inputs"])
-    tina, history = train_tina_stage(inputs, job["tina"], job["seed"], dist=dist)
+    tina, history = train_tina_stage(
+        inputs, job["tina"], job["seed"], encoder=job["encoder"], shots=job["shots"], dist=dist
+    )
     tina.meta.update(job.get("meta", {}))
     if dist.is_main:
         save_tina(tina, job["outputs"]["model"])

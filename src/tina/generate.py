@@ -16,12 +16,15 @@ the model file and :func:`~tina.generated.predict` are :mod:`tina.generated`.
 Prompts. Each class name is stripped and matched case-insensitively (``_`` counts as a space) to
 the data set's class names. A match takes the run's cached name embedding *and* its class id, so
 Tina starts from the generic model's row of that class; a new name is encoded with the run's
-encoder and has no class id (Tina writes its row from the prompt alone). ``descriptions``
-replaces the text encoded for each class (class ids still come from the names). ``images`` is a
-folder with one sub-folder per class, named like the class: its images, read at the run's
-image size like the data set's files, are encoded with the encoder's image tower, or, for an
-encoder without one (MiniLM), as generic-net features through the run's image projection, and
-averaged per class (then scaled back to unit length) into one k-shot image prompt.
+encoder and starts from the name mixture (the known rows mixed by name similarity).
+``descriptions`` replaces the text encoded for each class and starts each row from the
+description mixture. ``images`` is a folder with one sub-folder per class, named like the
+class: its images, read at the run's image size like the data set's files, give the class's
+image prompt (their embeddings through the encoder's image tower, or, for an encoder without
+one (MiniLM), their generic-net features through the run's image projection, averaged and
+scaled back to unit length) and its base row (imprinted from their generic features; a known
+class named by its folder keeps its selection row where the run's grounding says so). Every
+prompt is a :class:`tina.grounding.Slots`, the same as in training and evaluation.
 
 Samples. ``samples=n`` draws ``n`` nets with the consecutive seeds ``seed .. seed + n - 1`` and
 averages their parameters (all nets are residuals around the same generic model, so their mean
@@ -32,20 +35,22 @@ of an average is exactly the net that ``samples=1, seed=seed + i`` gives.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tina.encoders import PromptEncoder, load_encoder
 from tina.generated import GeneratedModel, TinaError, one_line, read_images
+from tina.grounding import DESCRIPTION, NAME, Slots, image_slots
 from tina.io import load_tensors, sha256_file
 from tina.nets import NetSpec, flatten, split_body, unflatten
 from tina.prompts import ImageProjection, image_embedder, load_projection
 from tina.sampling import Tina, load_tina
+from tina.tasks import PAD
 
 SAMPLERS = ("ddim", "ddpm")
 DEFAULT_ENCODER = {"name": "minilm", "path": None, "allow_download": False}
@@ -140,15 +145,17 @@ def generate_model(
         )
     class_ids = _match_classes(names, run.tina.class_names)
     if images is not None:
-        prompts, mode = _image_prompts(run, names, Path(images)), "images"
+        slots, mode = _image_slots(run, names, class_ids, Path(images)), "images"
     elif descriptions is not None:
-        prompts, mode = _description_prompts(run, names, descriptions), "descriptions"
+        text = _description_prompts(run, names, descriptions)
+        slots, mode = _text_slots(run, text, class_ids, DESCRIPTION), "descriptions"
     else:
-        prompts, mode = _name_prompts(run, names, class_ids), "names"
+        text = _name_prompts(run, names, class_ids)
+        slots, mode = _text_slots(run, text, class_ids, NAME), "names"
     steps = (
         run.tina.schedule.T if sampler == "ddpm" else steps or run.tina.config.eval_sampler_steps
     )
-    flat = _sample(run.tina, prompts, class_ids, samples, seed, sampler, steps)
+    flat = _sample(run.tina, slots, samples, seed, sampler, steps)
     params, spec = standalone(flat, run.tina, len(names))
     return GeneratedModel(
         params=params,
@@ -261,18 +268,47 @@ def _description_prompts(run: TinaRun, names: list[str], descriptions: Sequence[
     return _encode_texts(run, texts)
 
 
-def _image_prompts(run: TinaRun, names: list[str], folder: Path) -> Tensor:
-    """One prompt per class: the normalised mean embedding of its images."""
+def _padded(run: TinaRun, class_ids: list[int]) -> tuple[Tensor, Tensor]:
+    """Class ids ``[1, k]`` of a one-task prompt (PAD after its classes) and its mask."""
+    k, n = run.tina.spec.num_classes, len(class_ids)
+    classes = torch.full((1, k), PAD, dtype=torch.long)
+    classes[0, :n] = torch.tensor(class_ids, dtype=torch.long)
+    mask = torch.zeros(1, k, dtype=torch.bool)
+    mask[0, :n] = True
+    return classes, mask
+
+
+def _text_slots(run: TinaRun, text: Tensor, class_ids: list[int], kind: int) -> Slots:
+    """One task whose slots are texts ``text [n, D]`` (names or descriptions) of classes
+    ``class_ids`` (PAD for a new name)."""
+    classes, mask = _padded(run, class_ids)
+    padded = torch.zeros(1, mask.shape[1], text.shape[1])
+    padded[0, : len(text)] = text
+    return Slots(kind=torch.full_like(classes, kind), class_id=classes, mask=mask, text=padded)
+
+
+def _image_slots(run: TinaRun, names: list[str], class_ids: list[int], folder: Path) -> Slots:
+    """One task whose slots are the images under ``folder/<class>/``, given with the class
+    names (a known class keeps its selection row where the grounding says so)."""
     files = _class_image_files(folder, names)
     encoder = _run_encoder(run)
     codec = run.tina.codec
     projection = functools.partial(_projection, run, encoder)
     embed = image_embedder(encoder, projection, codec.generic, codec.spec_all)
-    prompts = []
-    for paths in files:
-        images = read_images(paths, run.image_size)
-        prompts.append(F.normalize(embed(images).mean(0), dim=0))
-    return torch.stack(prompts)
+    images = [read_images(paths, run.image_size) for paths in files]
+    counts = [len(x) for x in images]
+    every = torch.cat(images)
+    classes, mask = _padded(run, class_ids)
+    index = torch.zeros(1, mask.shape[1], max(counts), dtype=torch.long)
+    count = torch.zeros_like(classes)
+    offsets = [0, *itertools.accumulate(counts)]
+    for j, n in enumerate(counts):
+        index[0, j, :n] = torch.arange(offsets[j], offsets[j] + n)
+        count[0, j] = n
+    return image_slots(
+        classes, index, run.tina.grounding.features(every), embed(every), named=True,
+        count=count,
+    )  # fmt: skip
 
 
 def _projection(run: TinaRun, encoder: PromptEncoder) -> ImageProjection:
@@ -314,26 +350,10 @@ def _class_image_files(folder: Path, names: list[str]) -> list[list[Path]]:
     return out
 
 
-def _sample(
-    tina: Tina,
-    prompts: Tensor,
-    class_ids: list[int],
-    samples: int,
-    seed: int,
-    sampler: str,
-    steps: int,
-) -> Tensor:
-    """The mean of ``samples`` nets ``[P]`` (seeds ``seed + i``), classes in slots 0..n-1."""
-    k, n = tina.spec.num_classes, len(class_ids)
-    batch_prompts = torch.zeros(1, k, prompts.shape[1])
-    batch_prompts[0, :n] = prompts
-    mask = torch.zeros(1, k, dtype=torch.bool)
-    mask[0, :n] = True
-    classes = torch.full((1, k), -1, dtype=torch.long)
-    classes[0, :n] = torch.tensor(class_ids, dtype=torch.long)
+def _sample(tina: Tina, slots: Slots, samples: int, seed: int, sampler: str, steps: int) -> Tensor:
+    """The mean of ``samples`` nets ``[P]`` (seeds ``seed + i``) for the one task ``slots``."""
     nets = [
-        tina.generate(batch_prompts, mask, classes, sampler=sampler, steps=steps, seed=seed + i)[0]
-        for i in range(samples)
+        tina.generate(slots, sampler=sampler, steps=steps, seed=seed + i)[0] for i in range(samples)
     ]
     return torch.stack(nets).mean(0)
 

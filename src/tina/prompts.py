@@ -23,7 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tina.data import to_float
-from tina.encoders import PromptEncoder, canonical_encoder_name, check_texts, load_encoder
+from tina.encoders import (
+    LazyEncoder,
+    PromptEncoder,
+    canonical_encoder_name,
+    check_texts,
+    load_encoder,
+)
 from tina.io import load_tensors, read_metadata, save_tensors
 from tina.nets import NetSpec, features, split_body
 
@@ -337,6 +343,12 @@ def fit_projection(
     return projection, history
 
 
+def embed_images(embed: ImageEmbedder, images_uint8: Tensor, chunk: int = 1024) -> Tensor:
+    """Prompt embeddings ``[N, D]`` of every image, one at a time in chunks (no averaging)."""
+    parts = [embed(images_uint8[i : i + chunk]).float() for i in range(0, len(images_uint8), chunk)]
+    return torch.cat(parts)
+
+
 def image_embedder(
     encoder: PromptEncoder,
     projection: Callable[[], ImageProjection],
@@ -364,3 +376,25 @@ def image_embedder(
         return fitted(generic_features(generic, spec_all, images_uint8))
 
     return projected
+
+
+def load_image_embedder(
+    encoder: dict, projection_path: str | Path, generic: Tensor, spec_all: NetSpec, prompt_dim: int
+) -> ImageEmbedder:
+    """The run's image-prompt route (:func:`image_embedder`) from its files: the ``encoder``
+    config section (loaded only if its image tower is used) and, for an encoder without one,
+    the fitted projection at ``projection_path``, which must map to ``prompt_dim``."""
+    prompt_encoder = LazyEncoder(
+        encoder["name"], path=encoder["path"], allow_download=encoder["allow_download"]
+    )
+
+    def projection() -> ImageProjection:
+        fitted = load_projection(projection_path)
+        if fitted.out_dim != prompt_dim:
+            raise ValueError(
+                f"image projection {projection_path} maps to dim {fitted.out_dim} but the "
+                f"prompts have dim {prompt_dim}: refit the projection for this encoder"
+            )
+        return fitted
+
+    return image_embedder(prompt_encoder, projection, generic, spec_all)

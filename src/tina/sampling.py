@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from tina.codec import ParamCodec, layout_of
 from tina.diffusion import Schedule, ddim_sample, ddpm_sample, guided
+from tina.grounding import NAME, Grounding, GroundingSettings, Slots, text_slots
 from tina.io import load_tensors, save_tensors
 from tina.model import TinaTransformer
 from tina.nets import NetSpec
-from tina.tasks import PAD
+
+PROMPT_KINDS = ("names", "descriptions", "images", "unknown")
+"""The kinds of prompt Tina trains on (:func:`tina.train.draw_prompts`)."""
+DEFAULT_PROMPT_KINDS = {"names": 0.4, "descriptions": 0.2, "images": 0.2, "unknown": 0.2}
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class TinaConfig:
     grad_clip: float = 1.0
     prompt_dropout: float = 0.1
     slot_dropout: float = 0.2
-    base_dropout: float = 0.1
+    prompt_kinds: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT_KINDS))
+    unknown_share: float = 0.5
+    image_names: float = 0.5
     residual: bool = True
     normalize: bool = True
     schedule: str = "linear"
@@ -101,12 +107,11 @@ class Tina:
     class_names: list[str]
     known: Tensor  # [C] bool: classes whose generic row is trained (seen classes)
     meta: dict
+    grounding: Grounding  # every prompt slot's base row (tina.grounding)
 
     def generate(
         self,
-        prompts: Tensor,
-        mask: Tensor,
-        classes: Tensor | None = None,
+        slots: Slots,
         *,
         samples: int = 1,
         sampler: str = "ddim",
@@ -114,27 +119,25 @@ class Tina:
         seed: int = 0,
         guidance: float | None = None,
     ) -> Tensor:
-        """Parameters ``[B * samples, P]`` (task-major) of nets for prompts ``[B, k, D]``.
+        """Parameters ``[B * samples, P]`` (task-major) of nets for the prompts ``slots``
+        (:class:`tina.grounding.Slots`, ``B`` tasks of ``k`` slots).
 
-        ``classes [B, k]`` names the data set's class of each slot (-1 = a prompt with no
-        known class, e.g. a new name); known classes start from their generic row.
+        Each slot's base row comes from :meth:`tina.grounding.Grounding.ground` (a known class
+        name: its generic row; a new name or a description: the known rows mixed by text
+        similarity; images: the imprinted row), and Tina writes the residual from that base.
         """
-        b, k = mask.shape
-        if classes is None:
-            classes = torch.full((b, k), PAD, dtype=torch.long)
-        known = self.known[classes.clamp(min=0)] & (classes >= 0)
-        base = self.codec.base(classes, known)
+        base = self.base(slots)
+        mask = slots.mask
 
         def reps(x):
             return None if x is None else x.repeat_interleave(samples, 0)
 
-        base_code_in = reps(self._base_input(base))
         codes = sample_codes(
             self.model,
             self.schedule,
-            reps(prompts),
+            reps(slots.prompts()),
             reps(mask),
-            base_code_in,
+            reps(self._base_input(base)),
             sampler=sampler,
             steps=steps or self.config.eval_sampler_steps,
             seed=seed,
@@ -142,6 +145,10 @@ class Tina:
         )
         params = self.codec.decode(codes, reps(base))
         return zero_padding(params, reps(mask), self.spec)
+
+    def base(self, slots: Slots) -> Tensor:
+        """The base nets ``[B, P]`` of the prompts ``slots``: what Tina adds its residual to."""
+        return self.codec.base_from_rows(self.grounding.ground(slots), slots.mask)
 
     def _base_input(self, base: Tensor) -> Tensor | None:
         """What the model sees of the base: the base scaled like the code (None without one)."""
@@ -163,6 +170,12 @@ def task_prompts(classes: Tensor, class_emb: Tensor) -> tuple[Tensor, Tensor]:
     """Prompt embeddings ``[B, k, D]`` and mask of tasks ``classes [B, k]`` (PAD = -1)."""
     mask = classes >= 0
     return class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1), mask
+
+
+def name_slots(classes: Tensor, names: Tensor) -> Slots:
+    """Slots of tasks ``classes [B, k]`` prompted with their class names (embeddings ``names
+    [C, D]``): known classes start from their generic rows, others from the name mixture."""
+    return text_slots(classes, names, NAME)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -195,12 +208,15 @@ def save_tina(tina: Tina, path) -> None:
     tensors = {f"model.{k}": v for k, v in tina.model.state_dict().items()}
     tensors.update(tina.codec.state())
     tensors["known"] = tina.known.to(torch.uint8)
+    tensors["grounding.name_emb"] = tina.grounding.name_emb
+    tensors["grounding.feature_mean"] = tina.grounding.feature_mean
     meta = {
         "config": json.dumps(asdict(tina.config)),
         "spec": tina.spec.to_json(),
         "prompt_dim": str(tina.model.prompt_dim),
         "class_names": json.dumps(tina.class_names),
         "meta": json.dumps(tina.meta),
+        "grounding": json.dumps(tina.grounding.settings.to_dict()),
         "tensors_sha256": tensors_sha256(tensors),
     }
     save_tensors(path, tensors, metadata=meta)
@@ -223,8 +239,12 @@ def load_tina(path) -> Tina:
         spec = NetSpec.from_json(meta["spec"])
         prompt_dim = int(meta["prompt_dim"])
         class_names = json.loads(meta["class_names"])
+        settings = GroundingSettings.from_dict(json.loads(meta["grounding"]))
+        grounding_tensors = tensors["grounding.name_emb"], tensors["grounding.feature_mean"]
     except (KeyError, ValueError, TypeError) as err:
-        raise ValueError(f"{path} is not a Tina checkpoint (metadata: {err})") from None
+        raise ValueError(
+            f"{path} is not a Tina checkpoint of this version (missing {err}): retrain it"
+        ) from None
     model = build_model(spec, prompt_dim, cfg)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(state)
@@ -239,4 +259,7 @@ def load_tina(path) -> Tina:
         class_names,
         tensors["known"].bool(),
         json.loads(meta.get("meta", "{}")),
+        Grounding(
+            codec.generic, codec.spec_all, tensors["known"].bool(), *grounding_tensors, settings
+        ),
     )

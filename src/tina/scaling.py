@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -29,11 +30,12 @@ from tina.data import Dataset, load_dataset
 from tina.device import pick_device
 from tina.evaluate.context import EvalConfig, EvalContext
 from tina.evaluate.records import name_records, reference_records
+from tina.grounding import GroundingSettings, load_settings
 from tina.prompts import load_embeddings
 from tina.sampling import Tina, TinaConfig
 from tina.seeding import derive_seed
 from tina.tasks import read_tasks
-from tina.train import TrainData, load_train_data, train_tina
+from tina.train import TrainData, image_prompt_bank, load_train_data, train_tina
 from tina.zoo.store import Generic, Zoo, finetune_shard, load_generic, load_zoo, train_generic_model
 
 log = logging.getLogger("tina.scaling")
@@ -67,21 +69,37 @@ class RunData:
     tasks: pd.DataFrame
     class_split: pd.DataFrame
     embeddings: dict[str, Tensor]
+    grounding: GroundingSettings  # the main run's choice, for every point's own grounding
+    image_prompts: Tensor  # [N, D] the training images' prompts, through the main run's route
+    shots: tuple[int, ...]
     generic: Generic | None = None
     zoo: Zoo | None = None
 
 
-def load_run_data(inputs, with_zoo: bool = True) -> RunData:
-    """Read the files named by a scaling rule's ``inputs`` (``generic`` and ``zoo`` too when
-    ``with_zoo``)."""
+def load_run_data(inputs, *, encoder: dict, shots: Sequence[int], with_zoo: bool = True) -> RunData:
+    """Read the files named by a scaling rule's ``inputs`` (``zoo`` too when ``with_zoo``):
+    the training images' prompts come from the main run's image route (``encoder``,
+    ``inputs.projection`` over ``inputs.generic``), whatever net a point trains."""
+    dataset = load_dataset(inputs.dataset, inputs.classes)
+    embeddings = load_embeddings(inputs.embeddings)
+    generic = load_generic(inputs.generic)
     run = RunData(
-        dataset=load_dataset(inputs.dataset, inputs.classes),
+        dataset=dataset,
         tasks=read_tasks(inputs.tasks),
         class_split=pd.read_csv(inputs.class_split, keep_default_na=False),
-        embeddings=load_embeddings(inputs.embeddings),
+        embeddings=embeddings,
+        grounding=load_settings(inputs.grounding),
+        image_prompts=image_prompt_bank(
+            encoder,
+            inputs.projection,
+            generic,
+            embeddings["names"].shape[1],
+            dataset.train_images,
+        ),  # fmt: skip
+        shots=tuple(shots),
     )
     if with_zoo:
-        run.generic = load_generic(inputs.generic)
+        run.generic = generic
         run.zoo = load_zoo(list(inputs.zoo))
     return run
 
@@ -101,8 +119,9 @@ def train_data(run: RunData, generic: Generic, zoo: Zoo) -> TrainData:
     """What Tina trains on at a point: the training p-models of ``zoo`` (from ``generic``), and
     fresh tasks drawn from the run's class split."""
     return load_train_data(
-        run.dataset, run.tasks, run.embeddings, generic, zoo, class_split=run.class_split
-    )
+        run.dataset, run.tasks, run.embeddings, generic, zoo, run.grounding, run.image_prompts,
+        shots=run.shots, class_split=run.class_split,
+    )  # fmt: skip
 
 
 def train_point(

@@ -29,6 +29,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -40,10 +41,24 @@ from tina.codec import ParamCodec
 from tina.data import Dataset, load_dataset, to_float
 from tina.device import MixedPrecision
 from tina.diffusion import Schedule
+from tina.grounding import (
+    DESCRIPTION,
+    IMAGES,
+    NAME,
+    UNKNOWN,
+    Grounding,
+    GroundingSettings,
+    Slots,
+    build_grounding,
+    image_slots,
+    load_settings,
+    task_shots,
+    text_slots,
+)
 from tina.io import progress
 from tina.nets import NetSpec, forward, score
-from tina.prompts import load_embeddings
-from tina.sampling import Tina, TinaConfig, build_model, task_prompts
+from tina.prompts import embed_images, load_embeddings, load_image_embedder
+from tina.sampling import PROMPT_KINDS, Tina, TinaConfig, build_model
 from tina.seeding import derive_seed
 from tina.tasks import PAD, TaskDrawer, read_tasks, task_classes
 from tina.zoo.finetune import augment, draw_augment
@@ -63,15 +78,24 @@ class TrainData:
     classes: Tensor  # [N, k] their tasks' class ids in prompt order (PAD = -1)
     generic: Tensor  # the generic model's flat parameters (head over all classes)
     spec: NetSpec  # the p-models' (generated nets') spec
-    class_emb: Tensor  # [C, D] each class's prompt embedding
+    class_emb: Tensor  # [C, D] each class's name embedding
+    description_emb: Tensor  # [C, D] each class's description embedding
+    has_description: Tensor  # [C] bool
     known: Tensor  # [C] bool: the classes the generic model was trained on
     class_names: list[str]  # [C]
     val_tasks: pd.DataFrame  # the validation tasks that select the checkpoint
-    images: Tensor  # training images and labels: the functional loss's
+    images: Tensor  # training images and labels: the functional loss's and the shots'
     labels: Tensor
     val_images: Tensor  # validation images and labels: the validation tasks score on them
     val_labels: Tensor
+    grounding: Grounding  # every prompt slot's base row
+    features: Tensor  # [N, F] generic features of the training images (imprinting)
+    image_prompts: Tensor  # [N, D] each training image's prompt embedding
+    shots: tuple[int, ...] = (1, 2, 4, 8)  # image prompts take one of these shot counts
     drawer: TaskDrawer | None = None  # the fresh tasks' (None: the zoo's tasks only)
+
+    def __post_init__(self):
+        self.by_class = _class_index(self.labels, len(self.class_names))  # [C, m] image indices
 
     def subset(self, index: Tensor) -> TrainData:
         """The same data with only the training p-models at ``index``."""
@@ -80,21 +104,30 @@ class TrainData:
 
 def load_train_data(
     dataset: Dataset, tasks: pd.DataFrame, embeddings: dict[str, Tensor], generic: Generic,
-    zoo: Zoo, *, class_split: pd.DataFrame | None = None,
+    zoo: Zoo, settings: GroundingSettings, image_prompts: Tensor, *,
+    shots: Sequence[int] = (1, 2, 4, 8), class_split: pd.DataFrame | None = None,
 ) -> TrainData:  # fmt: skip
     """The training data of a run, from its loaded files: the zoo's training p-models, the
-    class-name prompts, the validation tasks and the data set's images.
+    class-name and description prompts, the grounding of ``generic`` with ``settings`` (and
+    its features of the training images), every training image's prompt ``image_prompts
+    [N, D]`` (:func:`image_prompt_bank`), the validation tasks and the data set's images.
 
     With ``class_split`` the data holds a :class:`tina.tasks.TaskDrawer` of fresh tasks, drawn
     from the class split's groups like the training tasks.
     """
     train = zoo.train_mask()
+    grounding, features = build_grounding(
+        generic.flat, generic.spec, generic.trained, embeddings["names"], dataset.train_images,
+        dataset.train_labels, settings,
+    )  # fmt: skip
     return TrainData(
         params=zoo.params[train],
         classes=zoo.classes[train],
         generic=generic.flat,
         spec=zoo.spec,
         class_emb=embeddings["names"],
+        description_emb=embeddings["descriptions"],
+        has_description=embeddings["has_description"].bool(),
         known=generic.trained,
         class_names=dataset.classes["name"].tolist(),
         val_tasks=tasks[tasks["split"] == "val"],
@@ -102,8 +135,22 @@ def load_train_data(
         labels=dataset.train_labels,
         val_images=dataset.val_images,
         val_labels=dataset.val_labels,
+        grounding=grounding,
+        features=features,
+        image_prompts=image_prompts,
+        shots=tuple(shots),
         drawer=None if class_split is None else TaskDrawer.from_tables(class_split, tasks),
     )
+
+
+def image_prompt_bank(
+    encoder: dict, projection_path, generic: Generic, prompt_dim: int, images: Tensor
+) -> Tensor:
+    """The image prompt ``[N, D]`` of every image through the run's image route
+    (:func:`tina.prompts.load_image_embedder`: the encoder's image tower, or the projection of
+    ``generic``'s features)."""
+    embed = load_image_embedder(encoder, projection_path, generic.flat, generic.spec, prompt_dim)
+    return embed_images(embed, images)
 
 
 # --------------------------------------------------------------------------- training
@@ -125,8 +172,8 @@ def lr_at(step: int, cfg: TinaConfig) -> float:
 
 def augment_slots(
     classes: Tensor, params: Tensor, cfg: TinaConfig, spec: NetSpec, g: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Permute slots, drop slots (padding) and base rows; return classes, params, mask, known."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Permute slots and drop slots (padding); return classes, params and mask."""
     b, k = classes.shape
     perm = torch.argsort(torch.rand(b, k, generator=g), dim=1)
     classes = classes.gather(1, perm)
@@ -140,8 +187,63 @@ def augment_slots(
         keep = torch.randint(2, k + 1, (b,), generator=g)
         slot = torch.arange(k).unsqueeze(0)
         mask = mask & ~(drop.unsqueeze(1) & (slot >= keep.unsqueeze(1)))
-    known = torch.rand(b, k, generator=g) >= cfg.base_dropout
-    return classes.masked_fill(~mask, PAD), params, mask, known
+    return classes.masked_fill(~mask, PAD), params, mask
+
+
+def draw_prompts(data: TrainData, classes: Tensor, cfg: TinaConfig, g: torch.Generator) -> Slots:
+    """Each task's prompt, drawn as one kind of ``cfg.prompt_kinds`` (rates):
+
+    - ``names``: its class names (known classes: their selection rows);
+    - ``descriptions``: its classes' descriptions (names where a class has none);
+    - ``images``: ``n`` shots per class (``n`` one of ``data.shots``), fresh training images at
+      every draw; each slot also names its class with probability ``cfg.image_names`` (its
+      selection row, as images given with names);
+    - ``unknown``: names, each slot with probability ``cfg.unknown_share`` treated as an unknown
+      class (its own row withheld: the name mixture), which teaches Tina to write unseen rows.
+    """
+    b, k = classes.shape
+    mask = classes >= 0
+    cid = classes.clamp(min=0)
+    rates = torch.tensor([float(cfg.prompt_kinds.get(kind, 0.0)) for kind in PROMPT_KINDS])
+    kind_of_task = torch.multinomial(rates, b, replacement=True, generator=g)
+    coin = torch.rand(b, k, generator=g)
+    is_kind = {kind: (kind_of_task == i).unsqueeze(1) for i, kind in enumerate(PROMPT_KINDS)}
+    slot_kind = torch.full_like(classes, NAME)
+    slot_kind[is_kind["descriptions"] & data.has_description[cid]] = DESCRIPTION
+    slot_kind[is_kind["unknown"] & (coin < cfg.unknown_share)] = UNKNOWN
+    images = is_kind["images"].expand(b, k)
+    slot_kind[images] = IMAGES
+    class_id = torch.where(images & (coin >= cfg.image_names), PAD, classes)
+    text = torch.where(
+        (slot_kind == DESCRIPTION).unsqueeze(-1), data.description_emb[cid], data.class_emb[cid]
+    )
+    # shots: distinct training images of the slot's class, n of them for the task
+    n_max = max(data.shots)
+    by_class = data.by_class
+    order = torch.argsort(torch.rand(b, k, by_class.shape[1], generator=g), dim=-1)[..., :n_max]
+    index = by_class[cid].gather(2, order)  # [b, k, n_max]
+    shots = torch.tensor(data.shots)[torch.randint(len(data.shots), (b,), generator=g)]
+    count = torch.where(images, shots.unsqueeze(1), 0)
+    pictures = image_slots(
+        classes, index, data.features, data.image_prompts, named=True, count=count
+    )
+    return Slots(
+        kind=slot_kind,
+        class_id=class_id.masked_fill(~mask, PAD),
+        mask=mask,
+        text=text * mask.unsqueeze(-1),
+        image=pictures.image * mask.unsqueeze(-1),
+        shot_features=pictures.shot_features,
+        shot_count=pictures.shot_count,
+    )
+
+
+def training_rows(data: TrainData, cfg: TinaConfig, seed: int) -> Tensor:
+    """Base rows ``[N, k, F + 1]`` of every training p-model under one seeded draw of its
+    prompt (:func:`draw_prompts`): the residuals Tina learns start from bases like these, so
+    the code's statistics are fitted on them."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "tina-codec"))
+    return data.grounding.ground(draw_prompts(data, data.classes, cfg, g))
 
 
 def loss_weight(mask: Tensor, spec: NetSpec) -> Tensor:
@@ -210,10 +312,9 @@ def _draw_batch(data: TrainData, codec, schedule, cfg, g, by_class=None):
     every draw is made here, for the whole batch, so data-parallel ranks see the same batch."""
     idx = torch.randint(len(data.params), (cfg.batch_size,), generator=g)
     spec = codec.spec
-    classes, params, mask, known_slots = augment_slots(
-        data.classes[idx], data.params[idx], cfg, spec, g
-    )
-    base = codec.base(classes, known_slots & data.known[classes.clamp(min=0)])
+    classes, params, mask = augment_slots(data.classes[idx], data.params[idx], cfg, spec, g)
+    slots = draw_prompts(data, classes, cfg, g)
+    base = codec.base_from_rows(data.grounding.ground(slots), mask)
     x0 = codec.encode(params, base)
     t = torch.randint(0, schedule.T, (cfg.batch_size,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
@@ -225,7 +326,7 @@ def _draw_batch(data: TrainData, codec, schedule, cfg, g, by_class=None):
         "x0": x0,
         "t": t,
         "x_t": schedule.q_sample(x0, t, noise),
-        "prompts": data.class_emb[classes.clamp(min=0)] * mask.unsqueeze(-1),
+        "prompts": slots.prompts(),
         "drop": torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout,
         "weight": loss_weight(mask, spec),
     }
@@ -247,14 +348,15 @@ def _draw_fresh(data: TrainData, codec, schedule, cfg, g, by_class):
     n, images = cfg.functional_tasks, cfg.functional_images
     classes = data.drawer.draw(n, g)
     mask = torch.ones_like(classes, dtype=torch.bool)
-    base = codec.base(classes, data.known[classes])
+    slots = draw_prompts(data, classes, cfg, g)
+    base = codec.base_from_rows(data.grounding.ground(slots), mask)
     target = torch.randint(classes.shape[1], (n, images), generator=g)
     pick = (torch.rand(n, images, generator=g) * by_class.shape[1]).long()
     fresh = {
         "mask": mask,
         "base": base,
         "base_in": base / codec.std if cfg.residual else torch.zeros_like(base),
-        "prompts": data.class_emb[classes],
+        "prompts": slots.prompts(),
         "noise_T": torch.randn(n, codec.spec.num_params, generator=g),
         "t": torch.randint(0, schedule.T, (n,), generator=g),
         "noise": torch.randn(n, codec.spec.num_params, generator=g),
@@ -298,7 +400,7 @@ def train_tina(
     g = torch.Generator().manual_seed(derive_seed(seed, "tina-train"))
     codec = ParamCodec.fit(
         data.params, data.classes, data.generic, spec, residual=cfg.residual,
-        normalize=cfg.normalize,
+        normalize=cfg.normalize, rows=training_rows(data, cfg, seed),
     )  # fmt: skip
     with torch.random.fork_rng():
         torch.manual_seed(derive_seed(seed, "tina-init"))
@@ -307,18 +409,22 @@ def train_tina(
     ema = copy.deepcopy(model).requires_grad_(False)
     schedule = Schedule(cfg.schedule, cfg.timesteps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    tina = Tina(ema, codec, schedule, spec, cfg, data.class_names, data.known, meta={})
+    tina = Tina(
+        ema, codec, schedule, spec, cfg, data.class_names, data.known, meta={},
+        grounding=data.grounding,
+    )  # fmt: skip
     functional = cfg.functional_weight > 0
     images_f = to_float(data.images).to(device) if functional else None
     body = codec.body().to(device) if spec.head_only else None
     codec_on_device = codec.to(device)
-    by_class = _class_index(data.labels, len(data.class_names)) if functional else None
+    by_class = data.by_class if functional else None
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "Tina: %d parameters, %d training p-models of %d parameters, %d steps",
         n_params, len(data.params), spec.num_params, cfg.steps,
     )  # fmt: skip
 
+    val_prompts = validation_slots(data, data.val_tasks, cfg, seed)
     history, best, best_state = [], -1.0, None
     window = []  # training losses since the last evaluation
     start = time.perf_counter()
@@ -379,11 +485,13 @@ def train_tina(
         window.append(loss.item())
         last = step + 1 == cfg.steps
         if is_main and ((step + 1) % cfg.eval_every == 0 or last):
-            acc = validate(
-                tina, data.val_tasks, data.class_emb, data.val_images, data.val_labels, seed
+            by_kind = validate(
+                tina, data.val_tasks, val_prompts, data.val_images, data.val_labels, seed
             )
+            acc = sum(by_kind.values()) / len(by_kind)
             history.append(
                 {
+                    **{f"val_{kind}": value for kind, value in by_kind.items()},
                     "step": step + 1,
                     "loss": sum(window) / len(window),
                     "functional_loss": fn_loss.item(),
@@ -408,22 +516,56 @@ def train_tina(
     return tina, pd.DataFrame(history)
 
 
-def validate(
-    tina: Tina, tasks: pd.DataFrame, class_emb: Tensor, images: Tensor, labels: Tensor, seed: int
-) -> float:
-    """Mean accuracy of one generated net per validation task."""
-    classes = task_classes(tasks, tina.spec.num_classes)
-    prompts, mask = task_prompts(classes, class_emb)
-    params = tina.generate(prompts, mask, classes, seed=derive_seed(seed, "validate"))
+def validation_slots(data: TrainData, tasks: pd.DataFrame, cfg: TinaConfig, seed: int):
+    """The prompts Tina is validated on, one :class:`Slots` per kind it trains on: the tasks'
+    names, descriptions, ``max(shots)`` images per class (shots from the training images,
+    named as the grounding's ``keep_known_rows`` says) and names all treated as unknown."""
+    classes = task_classes(tasks, data.spec.num_classes)
+    cid = classes.clamp(min=0)
+    out = {}
+    for kind in PROMPT_KINDS:
+        if float(cfg.prompt_kinds.get(kind, 0.0)) <= 0:
+            continue
+        if kind == "names":
+            out[kind] = text_slots(classes, data.class_emb, NAME)
+        elif kind == "unknown":
+            out[kind] = text_slots(classes, data.class_emb, UNKNOWN)
+        elif kind == "descriptions":
+            slots = text_slots(classes, data.description_emb, DESCRIPTION)
+            slots.kind = torch.where(data.has_description[cid], DESCRIPTION, NAME)
+            slots.text = torch.where(
+                slots.kind.unsqueeze(-1) == DESCRIPTION, slots.text, data.class_emb[cid]
+            ) * slots.mask.unsqueeze(-1)
+            out[kind] = slots
+        else:
+            index = task_shots(
+                tasks["task_id"].tolist(), classes, data.labels, max(data.shots), seed,
+                "validate-shots",
+            )  # fmt: skip
+            named = data.grounding.settings.keep_known_rows
+            out[kind] = image_slots(classes, index, data.features, data.image_prompts, named=named)
+    return out
+
+
+def validate(tina: Tina, tasks: pd.DataFrame, prompts: dict, images, labels, seed: int) -> dict:
+    """Mean accuracy of one generated net per validation task, for each prompt kind of
+    ``prompts`` (:func:`validation_slots`), scored on ``images``."""
     body = tina.codec.body() if tina.spec.head_only else None
-    return float(score(params, tasks, images, labels, tina.spec, body=body).mean())
+    out = {}
+    for kind, slots in prompts.items():
+        params = tina.generate(slots, seed=derive_seed(seed, "validate"))
+        out[kind] = float(score(params, tasks, images, labels, tina.spec, body=body).mean())
+    return out
 
 
 # --------------------------------------------------------------------------- the stage
 def train_tina_stage(
-    inputs, section: dict, seed: int, *, dist=None, device: torch.device | str | None = None
-) -> tuple[Tina, pd.DataFrame]:
-    """Load the zoo, prompts and data named by ``inputs`` and train Tina on the train split.
+    inputs, section: dict, seed: int, *, encoder: dict, shots: Sequence[int], dist=None,
+    device: torch.device | str | None = None,
+) -> tuple[Tina, pd.DataFrame]:  # fmt: skip
+    """Load the zoo, prompts, grounding and data named by ``inputs`` and train Tina on the
+    train split; ``encoder`` (the config section) and ``inputs.projection`` give the training
+    images' image prompts, ``shots`` the shot counts of image prompts.
 
     ``dist`` and ``device``: as in :func:`train_tina`; ``section["precision"]`` sets autocast.
     """
@@ -432,9 +574,15 @@ def train_tina_stage(
     class_split = None
     if cfg.functional_tasks > 0:  # fresh tasks are drawn from the class split's groups
         class_split = pd.read_csv(inputs.class_split, keep_default_na=False)
+    dataset = load_dataset(inputs.dataset, inputs.classes)
+    embeddings = load_embeddings(inputs.embeddings)
+    generic = load_generic(inputs.generic)
+    bank = image_prompt_bank(
+        encoder, inputs.projection, generic, embeddings["names"].shape[1], dataset.train_images
+    )
     data = load_train_data(
-        load_dataset(inputs.dataset, inputs.classes), tasks, load_embeddings(inputs.embeddings),
-        load_generic(inputs.generic), load_zoo(list(inputs.zoo)), class_split=class_split,
+        dataset, tasks, embeddings, generic, load_zoo(list(inputs.zoo)),
+        load_settings(inputs.grounding), bank, shots=shots, class_split=class_split,
     )  # fmt: skip
     return train_tina(
         data, cfg, seed=seed, dist=dist, device=device,

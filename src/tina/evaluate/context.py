@@ -15,15 +15,10 @@ from torch import Tensor
 from tina.config import from_section
 from tina.data import Dataset, load_dataset
 from tina.device import pick_device
-from tina.encoders import LazyEncoder
+from tina.grounding import Slots
 from tina.nets import score, split_body
-from tina.prompts import (
-    ImageEmbedder,
-    ImageProjection,
-    image_embedder,
-    load_embeddings,
-    load_projection,
-)
+from tina.prompts import ImageEmbedder, load_embeddings
+from tina.prompts import load_image_embedder as image_route
 from tina.sampling import Tina, load_tina
 from tina.seeding import derive_seed
 from tina.tasks import read_tasks, task_classes
@@ -104,19 +99,23 @@ class EvalContext:
         data = self.dataset
         return score(params, tasks, data.test_images, data.test_labels, self.tina.spec, self.body())
 
+    def score_val(self, params: Tensor, tasks: pd.DataFrame) -> Tensor:
+        """Accuracy ``[T]`` on the validation images (what every choice is made on)."""
+        data = self.dataset
+        return score(params, tasks, data.val_images, data.val_labels, self.tina.spec, self.body())
+
 
 def generate(
     ctx: EvalContext,
     experiment: str,
-    prompts: Tensor,
-    mask: Tensor,
-    classes: Tensor | None,
+    slots: Slots,
     *,
     samples: int | None = None,
     sampler: str = "ddim",
     steps: int | None = None,
 ) -> list[tuple[Tensor, float]]:
-    """Tina's nets for a batch of prompts: one ``(params [T, P], seconds per net)`` per sample.
+    """Tina's nets for a batch of prompts ``slots``: one ``(params [T, P], seconds per net)``
+    per sample.
 
     Sample ``s`` is seeded ``derive_seed(seed, "eval", experiment, s)`` whatever the batch.
     """
@@ -124,14 +123,12 @@ def generate(
     for sample in range(ctx.config.samples if samples is None else samples):
         start = time.perf_counter()
         params = ctx.tina.generate(
-            prompts,
-            mask,
-            classes,
+            slots,
             sampler=sampler,
             steps=steps or ctx.config.ddim_steps,
             seed=derive_seed(ctx.seed, "eval", experiment, sample),
         )
-        out.append((params, (time.perf_counter() - start) / len(prompts)))
+        out.append((params, (time.perf_counter() - start) / len(slots.mask)))
     return out
 
 
@@ -144,24 +141,11 @@ def task_slots(labels: Tensor, class_ids: Sequence[int]) -> tuple[Tensor, Tensor
 
 
 def load_image_embedder(tina: Tina, encoder: dict, projection_path: str | Path) -> ImageEmbedder:
-    """Image prompts in Tina's prompt space through :func:`tina.prompts.image_embedder`, for the
-    run's ``encoder`` section (loaded only if its image tower is used) and, for an encoder
-    without an image tower, the fitted projection at ``projection_path``."""
-    prompt_encoder = LazyEncoder(
-        encoder["name"], path=encoder["path"], allow_download=encoder["allow_download"]
-    )
-
-    def projection() -> ImageProjection:
-        fitted = load_projection(projection_path)
-        if fitted.out_dim != tina.model.prompt_dim:
-            raise ValueError(
-                f"image projection {projection_path} maps to dim {fitted.out_dim} but Tina's "
-                f"prompts have dim {tina.model.prompt_dim}: refit the projection for this encoder"
-            )
-        return fitted
-
+    """Image prompts in Tina's prompt space (:func:`tina.prompts.load_image_embedder`)."""
     codec = tina.codec
-    return image_embedder(prompt_encoder, projection, codec.generic, codec.spec_all)
+    return image_route(
+        encoder, projection_path, codec.generic, codec.spec_all, tina.model.prompt_dim
+    )
 
 
 def load_context(

@@ -16,20 +16,23 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from tina import fewshot
 from tina.evaluate.context import EvalContext, load_context, load_image_embedder
 from tina.evaluate.records import (
+    base_records,
     baseline_records,
     chance_records,
     majority_records,
     name_records,
+    prompt_records,
+    records_frame,
     reference_records,
-    tina_records,
 )
-from tina.prompts import ImageEmbedder
-from tina.sampling import task_prompts
+from tina.grounding import DESCRIPTION, NAME, Slots, image_slots, task_shots
+from tina.prompts import ImageEmbedder, embed_images
+from tina.sampling import name_slots
 from tina.seeding import derive_seed
 from tina.tasks import class_ids
 
@@ -37,10 +40,14 @@ log = logging.getLogger("tina.evaluate")
 
 
 def _standard_records(ctx: EvalContext, experiment: str, tasks: pd.DataFrame, baselines):
-    """Tina with class names, the references, the baselines, chance and majority."""
+    """Tina with class names and its base (selection rows for known classes, the name mixture
+    for unseen ones), the references, the baselines, chance and majority."""
     return pd.concat(
         [
             name_records(ctx, experiment, tasks),
+            base_records(
+                ctx, experiment, tasks, name_slots(ctx.classes(tasks), ctx.embeddings["names"])
+            ),
             reference_records(ctx, experiment, tasks),
             baseline_records(baselines, experiment, tasks),
             chance_records(experiment, tasks),
@@ -63,18 +70,20 @@ def describable_tasks(tasks: pd.DataFrame, has_description: Tensor) -> pd.DataFr
     return tasks[keep].reset_index(drop=True)
 
 
-def mixed_prompts(
-    classes: Tensor, names: Tensor, descriptions: Tensor, generator: torch.Generator
-) -> Tensor:
-    """Prompts ``[T, k, D]`` whose every slot is its class's name or description (a fair coin)."""
-    coin = torch.rand(classes.shape, generator=generator) < 0.5
-    name_prompts = task_prompts(classes, names)[0]
-    description_prompts = task_prompts(classes, descriptions)[0]
-    return torch.where(coin.unsqueeze(-1), description_prompts, name_prompts)
+def description_slots(classes: Tensor, emb: dict[str, Tensor], share: float, g) -> Slots:
+    """Slots of tasks ``classes [T, k]`` each of whose classes is given by its description with
+    probability ``share`` (a seeded coin; 1: all descriptions, 0: all names)."""
+    mask = classes >= 0
+    cid = classes.clamp(min=0)
+    coin = torch.rand(classes.shape, generator=g) < share
+    kind = torch.where(coin, DESCRIPTION, NAME)
+    text = torch.where(coin.unsqueeze(-1), emb["descriptions"][cid], emb["names"][cid])
+    return Slots(kind=kind, class_id=classes, mask=mask, text=text * mask.unsqueeze(-1))
 
 
 def evaluate_descriptions(ctx: EvalContext) -> pd.DataFrame:
-    """Experiment 2: prompts of WordNet descriptions, names, or a seeded mix (prompt only)."""
+    """Experiment 2: prompts of WordNet descriptions, names, or a seeded mix (prompt only: a
+    description's base is the description mixture of the known rows), each with its base."""
     emb = ctx.embeddings
     tasks = describable_tasks(ctx.split("test_id", "test_ood"), emb["has_description"])
     if tasks.empty:
@@ -84,81 +93,124 @@ def evaluate_descriptions(ctx: EvalContext) -> pd.DataFrame:
         )
     classes = ctx.classes(tasks)
     mixed_generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "eval", "mixed"))
-    prompts = {
-        "names": task_prompts(classes, emb["names"])[0],
-        "descriptions": task_prompts(classes, emb["descriptions"])[0],
-        "mixed": mixed_prompts(classes, emb["names"], emb["descriptions"], mixed_generator),
-    }
+    shares = {"names": 0.0, "descriptions": 1.0, "mixed": 0.5}
     frames = []
-    for setting, prompt in prompts.items():
+    for setting, share in shares.items():
         part = tasks.assign(setting=setting)
-        frames.append(tina_records(ctx, "descriptions", part, prompt, None))
+        slots = description_slots(classes, emb, share, mixed_generator)
+        frames.append(prompt_records(ctx, "descriptions", part, slots))
         frames.append(reference_records(ctx, "descriptions", part))
     log.info("descriptions: %d test tasks with a description for every class", len(tasks))
     return pd.concat(frames, ignore_index=True)
 
 
-def image_prompts(
-    classes: Tensor,
-    task_ids: Sequence[int],
-    labels: Tensor,
-    images: Tensor,
-    shots: Sequence[int],
-    embed: ImageEmbedder,
-    seed: int,
-) -> dict[int, Tensor]:
-    """k-shot image prompts ``{shots: [T, k, D]}`` from the training images of each class.
+def image_prompt_banks(
+    ctx: EvalContext, embed: ImageEmbedder, index: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The generic features ``[N, F]`` of every training image and the image prompts ``[N, D]``
+    of those at ``index`` (the shots drawn; other rows zero): each image embedded once."""
+    images = ctx.dataset.train_images
+    features = ctx.tina.grounding.features(images)
+    union = index.reshape(-1).unique()
+    prompts = embed_images(embed, images[union])
+    bank = torch.zeros(len(images), prompts.shape[1])
+    bank[union] = prompts
+    return features, bank
 
-    Slot ``j`` of task ``t`` takes the first ``shots`` of a permutation of its class's training
-    images seeded by ``(seed, task id, class id)``, so the images of fewer shots are a subset of
-    those of more shots; the prompt is the mean of their embeddings, scaled to unit length.
-    Padding slots get a zero prompt. Every image is embedded once.
-    """
-    largest = max(shots)
-    chosen: dict[tuple[int, int], Tensor] = {}
-    for t, task_id in enumerate(task_ids):
-        for j, class_id in enumerate(classes[t].tolist()):
-            if class_id < 0:
-                continue
-            pool = torch.nonzero(labels == class_id).squeeze(1)
-            if len(pool) < largest:
-                raise ValueError(
-                    f"class {class_id} has {len(pool)} training images but evaluate.shots asks "
-                    f"for {largest}; lower evaluate.shots"
-                )
-            g = torch.Generator().manual_seed(derive_seed(seed, "eval", "shots", task_id, class_id))
-            chosen[(t, j)] = pool[torch.randperm(len(pool), generator=g)[:largest]]
-    union = torch.cat(list(chosen.values())).unique()
-    embedded = embed(images[union]).float()
-    out = {}
-    for n in shots:
-        prompts = torch.zeros(*classes.shape, embedded.shape[1])
-        for (t, j), index in chosen.items():
-            rows = torch.searchsorted(union, index[:n])
-            prompts[t, j] = F.normalize(embedded[rows].mean(0), dim=0)
-        out[n] = prompts
+
+def _logistic(ctx: EvalContext, slots: Slots, l2: float) -> Tensor:
+    """Nets ``[T, P]``: the generic body with a logistic head fitted on the shots of ``slots``."""
+    return ctx.tina.codec.base_from_rows(fewshot.logistic_head(slots, l2=l2), slots.mask)
+
+
+def _finetuned(ctx: EvalContext, start: Slots, index: Tensor, lr: float) -> Tensor:
+    """Nets ``[T, P]``: the grounded base of ``start`` fine-tuned on the shots ``index``,
+    augmented as Tina's functional loss augments the training images (``functional_augment``:
+    colour shuffles only where the run says colour is no class cue); head-only nets train their
+    head on the generic body."""
+    params = ctx.tina.base(start)
+    return fewshot.finetune_on_shots(
+        params, ctx.tina.spec, ctx.dataset.train_images, index, start.mask, lr=lr,
+        augment_mode=ctx.tina.config.functional_augment, seed=ctx.seed, body=ctx.body(),
+    )  # fmt: skip
+
+
+def _choose_shot_baselines(
+    ctx: EvalContext, val: pd.DataFrame, index: Tensor, features: Tensor
+) -> tuple[float, float]:
+    """The logistic head's L2 weight and the fine-tuning learning rate for shots ``index`` of
+    the validation tasks ``val`` (from the training images), chosen on the validation images."""
+    classes = ctx.classes(val)
+    alone = image_slots(classes, index, features, named=False)
+    start = with_names(alone, classes) if ctx.tina.grounding.settings.keep_known_rows else alone
+    n = index.shape[-1]
+    l2, _ = fewshot.choose(
+        fewshot.L2_GRID,
+        lambda l2: ctx.score_val(_logistic(ctx, alone, l2), val).mean(),
+        f"logistic head L2 weight ({n} shots)",
+    )
+    lr, _ = fewshot.choose(
+        fewshot.LR_GRID,
+        lambda lr: ctx.score_val(_finetuned(ctx, start, index, lr), val).mean(),
+        f"fine-tuning learning rate ({n} shots)",
+    )
+    return l2, lr
+
+
+def with_names(slots: Slots, classes: Tensor) -> Slots:
+    """Image ``slots`` that also name their classes ``classes [T, k]``."""
+    out = slots.map(lambda x: x)
+    out.class_id = classes
     return out
 
 
 def evaluate_image_prompts(ctx: EvalContext, embed: ImageEmbedder) -> pd.DataFrame:
-    """Experiment 3: prompts of k-shot class images (prompt only), for each ``shots`` value."""
+    """Experiment 3: prompts of k-shot class images, for each ``shots`` value.
+
+    Each class's shots are the first ``shots`` of a permutation of its training images seeded
+    by ``(seed, task, class)`` (fewer shots are a prefix of more). Tina gets the images, and the
+    class ids where the grounding keeps known rows (``keep_known_rows``: images given with
+    names); its base and the baselines get the same shots: ``imprint`` (images alone),
+    ``imprint_selection`` (with names), a logistic head and fine-tuning on the shots, whose L2
+    weight and learning rate are chosen per shot count on the validation tasks (shots from the
+    training images, scored on the validation images).
+    """
     tasks = ctx.split("test_id", "test_ood")
-    classes = ctx.classes(tasks)
-    data = ctx.dataset
-    prompts = image_prompts(
-        classes,
-        tasks["task_id"].tolist(),
-        data.train_labels,
-        data.train_images,
-        ctx.config.shots,
-        embed,
-        ctx.seed,
+    val = ctx.split("val")
+    classes, val_classes = ctx.classes(tasks), ctx.classes(val)
+    labels, shots = ctx.dataset.train_labels, ctx.config.shots
+    index = task_shots(
+        tasks["task_id"].tolist(), classes, labels, max(shots), ctx.seed, "eval-shots"
     )
+    val_index = task_shots(
+        val["task_id"].tolist(), val_classes, labels, max(shots), ctx.seed, "eval-val-shots"
+    )
+    features, bank = image_prompt_banks(
+        ctx, embed, torch.cat([index.flatten(), val_index.flatten()])
+    )
+    keep = ctx.tina.grounding.settings.keep_known_rows
     frames = []
-    for shots, prompt in prompts.items():
-        part = tasks.assign(setting=f"shots={shots}")
-        frames.append(tina_records(ctx, "image_prompts", part, prompt, None))
-        frames.append(reference_records(ctx, "image_prompts", part))
+    for n in shots:
+        l2, lr = _choose_shot_baselines(ctx, val, val_index[..., :n], features)
+        part = tasks.assign(setting=f"shots={n}")
+        alone = image_slots(classes, index[..., :n], features, bank, named=False)
+        named = with_names(alone, classes)
+        start = named if keep else alone
+        frames += [
+            prompt_records(ctx, "image_prompts", part, start),
+            base_records(ctx, "image_prompts", part, alone, "imprint"),
+            base_records(ctx, "image_prompts", part, named, "imprint_selection"),
+            records_frame(
+                "image_prompts", "logistic_head", part, ctx.score(_logistic(ctx, alone, l2), part)
+            ),
+            records_frame(
+                "image_prompts",
+                "finetune_shots",
+                part,
+                ctx.score(_finetuned(ctx, start, index[..., :n], lr), part),
+            ),
+            reference_records(ctx, "image_prompts", part),
+        ]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -33,7 +33,7 @@ from tina.evaluate.context import EvalContext, generate, task_slots
 from tina.evaluate.records import NOVELTY_COLUMNS
 from tina.metrics import accuracy, nearest_neighbour, wrong_iou
 from tina.nets import NetSpec, forward
-from tina.sampling import task_prompts
+from tina.sampling import name_slots
 from tina.seeding import derive_seed
 from tina.tasks import class_ids
 
@@ -133,9 +133,8 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
     classes = ctx.classes(tasks)
     names = ctx.embeddings["names"]
     retrieved = retrieve(classes, bank, bank_classes, names, spec)
-    prompts, mask = task_prompts(classes, names)
     frames = []
-    for sample, (nets, _) in enumerate(generate(ctx, "novelty", prompts, mask, classes)):
+    for sample, (nets, _) in enumerate(generate(ctx, "novelty", name_slots(classes, names))):
         frames.append(
             novelty_rows(
                 GENERATED,

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 
 from tina.baselines import Ridge, hypernetwork_predict, retrieve, train_hypernetwork
 from tina.evaluate.context import EvalContext, generate, task_slots
+from tina.grounding import Slots
 from tina.metrics import majority_accuracy
-from tina.sampling import task_prompts
+from tina.sampling import name_slots
 from tina.tasks import class_ids
 
 log = logging.getLogger("tina.evaluate")
@@ -82,34 +82,48 @@ def records_frame(
 
 
 def tina_records(
-    ctx: EvalContext,
-    experiment: str,
-    tasks: pd.DataFrame,
-    prompts: Tensor,
-    classes: Tensor | None,
-    **sampling,
+    ctx: EvalContext, experiment: str, tasks: pd.DataFrame, slots: Slots, **sampling
 ) -> pd.DataFrame:
-    """Records of Tina's samples for ``tasks`` with ``prompts [T, k, D]``.
-
-    ``classes`` gives Tina the class ids of the slots (None: the prompt alone).
-    """
-    mask = ctx.classes(tasks) >= 0
+    """Records of Tina's samples for ``tasks`` prompted with ``slots``
+    (:class:`tina.grounding.Slots`, one task per row of ``tasks``)."""
     frames = [
         records_frame(
             experiment, "tina", tasks, ctx.score(params, tasks), sample=sample, seconds=seconds
         )
-        for sample, (params, seconds) in enumerate(
-            generate(ctx, experiment, prompts, mask, classes, **sampling)
-        )
+        for sample, (params, seconds) in enumerate(generate(ctx, experiment, slots, **sampling))
     ]
     return pd.concat(frames, ignore_index=True)
 
 
+def base_records(
+    ctx: EvalContext, experiment: str, tasks: pd.DataFrame, slots: Slots, method: str = "base"
+) -> pd.DataFrame:
+    """Records of the grounded base of ``slots`` alone (Tina's starting point, no Tina):
+    ``method`` ``base`` is Tina's own base; other names record other groundings."""
+    start = time.perf_counter()
+    params = ctx.tina.base(slots)
+    seconds = (time.perf_counter() - start) / len(tasks)
+    return records_frame(experiment, method, tasks, ctx.score(params, tasks), seconds=seconds)
+
+
+def prompt_records(
+    ctx: EvalContext, experiment: str, tasks: pd.DataFrame, slots: Slots, **sampling
+) -> pd.DataFrame:
+    """Tina's records for ``slots`` and those of its own base, for pairing."""
+    return pd.concat(
+        [
+            tina_records(ctx, experiment, tasks, slots, **sampling),
+            base_records(ctx, experiment, tasks, slots),
+        ],
+        ignore_index=True,
+    )
+
+
 def name_records(ctx: EvalContext, experiment: str, tasks: pd.DataFrame, **sampling):
-    """Tina's records for ``tasks`` prompted with their class names (class ids included)."""
-    classes = ctx.classes(tasks)
-    prompts, _ = task_prompts(classes, ctx.embeddings["names"])
-    return tina_records(ctx, experiment, tasks, prompts, classes, **sampling)
+    """Tina's records for ``tasks`` prompted with their class names (class ids included:
+    known classes start from their generic rows, unseen ones from the name mixture)."""
+    slots = name_slots(ctx.classes(tasks), ctx.embeddings["names"])
+    return tina_records(ctx, experiment, tasks, slots, **sampling)
 
 
 def reference_records(

@@ -6,7 +6,13 @@ samples averaged) minus the method's, on the same task. The estimate is the mean
 every task of every seed; its 95% interval is a percentile bootstrap that resamples tasks with
 replacement *within* each seed (stratified by seed: every resample keeps each seed's task count,
 so the seeds weigh as they do in the estimate). The interval therefore covers the task draw of
-each seed; how far the seeds' own means spread is reported beside it (``seed_means``).
+each seed; how far the seeds' own means spread is reported beside it (``seed_means``). Each
+claim draws its resamples from a stream of its own (seeded from the claim's experiment, setting,
+split and method), so a method added to the records leaves every other claim's interval as is.
+
+Every method recorded beside Tina is compared, in the report's method order: the references,
+Tina's own base (``base``, the grounded prompt with no Tina: a positive claim means Tina adds to
+its base), the image-prompt baselines and the regression baselines.
 
 A verdict is ``yes`` when the interval excludes 0 in Tina's favour, ``no`` when it excludes 0
 against it, and ``not separable`` otherwise.
@@ -23,9 +29,10 @@ from matplotlib.figure import Figure
 
 from tina.io import write_csv, write_text
 from tina.report.figures import save_figure
-from tina.report.style import EXPERIMENT_TITLES, SPLIT_LABELS, method_label
+from tina.report.style import EXPERIMENT_TITLES, METHOD_ORDER, SPLIT_LABELS, method_label, ordered
 from tina.report.summary import make_summary, write_summary
 from tina.report.tables import check_records, read_records
+from tina.seeding import derive_seed
 
 TASK_OFFSET = 1_000_000  # task ids of seed i become task_id + i * TASK_OFFSET when pooled
 NOT_COMPARED = ("tina", "chance", "majority")  # methods no claim compares Tina with
@@ -63,6 +70,11 @@ def bootstrap_mean(
     return sums / total
 
 
+def _stream(seed: int, *parts: str) -> np.random.Generator:
+    """The bootstrap stream of one claim or interval: ``seed`` and its name ``parts``."""
+    return np.random.default_rng(derive_seed(seed, *parts))
+
+
 def verdict(low: float, high: float) -> str:
     if low > 0:
         return "yes"
@@ -76,7 +88,6 @@ def claims(records: pd.DataFrame, rounds: int = 4000, seed: int = 0) -> pd.DataF
     experiment, setting and split, with the bootstrap interval and verdict (module docstring).
     """
     scores = per_task(records)
-    rng = np.random.default_rng(seed)
     rows = []
     groups = scores.groupby(["experiment", "setting", "split"], sort=True)
     for (experiment, setting, split), group in groups:
@@ -85,11 +96,13 @@ def claims(records: pd.DataFrame, rounds: int = 4000, seed: int = 0) -> pd.DataF
         )
         if "tina" not in wide:
             continue
-        for method in [m for m in wide.columns if m not in NOT_COMPARED]:
+        methods = [m for m in ordered(wide.columns, METHOD_ORDER) if m not in NOT_COMPARED]
+        for method in methods:
             diff = (wide["tina"] - wide[method]).dropna()
             if diff.empty:
                 continue
             by_seed = [d.to_numpy() for _, d in diff.groupby(level="seed")]
+            rng = _stream(seed, "claims", experiment, setting, split, method)
             means = bootstrap_mean(by_seed, rounds, rng)
             low, high = np.percentile(means, [2.5, 97.5])
             seed_means = diff.groupby(level="seed").mean()
@@ -116,11 +129,11 @@ def method_intervals(records: pd.DataFrame, rounds: int = 4000, seed: int = 0) -
     """Mean accuracy of every method per experiment, setting and split over every seed's tasks,
     with the same stratified bootstrap interval as :func:`claims`."""
     scores = per_task(records)
-    rng = np.random.default_rng(seed)
     rows = []
     keys = ["experiment", "setting", "split", "method"]
     for key, group in scores.groupby(keys, sort=True):
         by_seed = [g["accuracy"].to_numpy() for _, g in group.groupby("seed")]
+        rng = _stream(seed, "intervals", *key)
         low, high = np.percentile(bootstrap_mean(by_seed, rounds, rng), [2.5, 97.5])
         seed_means = group.groupby("seed")["accuracy"].mean()
         rows.append(

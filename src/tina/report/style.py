@@ -15,6 +15,11 @@ METHOD_ORDER = (
     "tina",
     "pmodel",
     "generic_selection",
+    "base",
+    "imprint",
+    "imprint_selection",
+    "logistic_head",
+    "finetune_shots",
     "retrieval",
     "ridge",
     "hypernetwork",
@@ -25,6 +30,11 @@ METHOD_LABELS = {
     "tina": "Tina",
     "pmodel": "p-model (fine-tuned)",
     "generic_selection": "generic + selection",
+    "base": "Tina's base (grounded prompt, no Tina)",
+    "imprint": "imprint",
+    "imprint_selection": "imprint + selection",
+    "logistic_head": "logistic head on the shots",
+    "finetune_shots": "fine-tuning on the shots",
     "retrieval": "retrieval (nearest p-model)",
     "ridge": "ridge regression",
     "hypernetwork": "hypernetwork",
@@ -64,10 +74,18 @@ SETTING_LABELS = {
     "sampler": "sampler",
 }
 #: Index of each method's colour in seaborn's ``colorblind`` palette (``None``: light grey).
+#: The palette has ten colours for thirteen methods, so the image-prompt baselines reuse the
+#: colours of the regression baselines, which are never recorded beside them (the baselines run
+#: on named tasks, the shot methods on image prompts only): every experiment's methods differ.
 METHOD_PALETTE_INDEX = {
     "tina": 0,
     "pmodel": 2,
     "generic_selection": 1,
+    "base": 9,  # light blue, beside Tina's blue: Tina's own starting point
+    "imprint": 3,
+    "imprint_selection": 8,
+    "logistic_head": 5,  # as ridge (names, k-way, unseen only): both fit a linear map
+    "finetune_shots": 6,  # as hypernetwork (names, k-way, unseen only)
     "retrieval": 4,
     "ridge": 5,
     "hypernetwork": 6,

@@ -2,7 +2,9 @@
 
 The summary takes the main experiment (class-name prompts): mean task accuracy of Tina and of
 each baseline on the in-distribution and out-of-distribution test tasks, with seconds per model
-and wall seconds per workflow stage; the digest shows the main table, then every experiment's.
+and wall seconds per workflow stage, plus Tina against its own base in every experiment that
+records both (``own_base``); the digest shows the main table, the own-base table, then every
+experiment's.
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ from tina.metrics import chance
 from tina.report.performance import performance_table, stage_summary, write_performance
 from tina.report.style import EXPERIMENT_TITLES, METHOD_ORDER, SPLIT_LABELS, method_label
 from tina.report.tables import (
+    ALL_SPLITS,
     check_records,
     make_tables,
     novelty_markdown,
+    own_base_markdown,
+    own_base_table,
     read_records,
     table_markdown,
+    write_own_base,
 )
 
 
@@ -64,7 +70,7 @@ def _split_summary(table: pd.DataFrame, records: pd.DataFrame) -> dict[str, Any]
         row = rows.loc[method]
         return row["mean"], row["std"], int(row["count"])
 
-    result = {m: stats(m) for m in ("tina", "pmodel", "generic_selection", "retrieval")}
+    result = {m: stats(m) for m in ("tina", "pmodel", "generic_selection", "base", "retrieval")}
     regressors = [m for m in ("ridge", "hypernetwork") if m in rows.index]
     best = max(regressors, key=lambda m: rows.loc[m, "mean"], default=None)
     result["hypernetwork"] = stats(best) if best else (None, None, 0)
@@ -88,6 +94,24 @@ def _split_summary(table: pd.DataFrame, records: pd.DataFrame) -> dict[str, Any]
 def _mean_seconds(records: pd.DataFrame, method: str) -> float | None:
     seconds = records.loc[records["method"] == method, "seconds"].dropna()
     return float(seconds.mean()) if len(seconds) else None
+
+
+def own_base_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ``own_base`` entry of the summary from :func:`tina.report.tables.own_base_table`:
+    per experiment and setting, Tina minus its base over the setting's tasks (``mean``, ``std``,
+    ``wins``, ``n``, ``share``; every split pooled) and the same per split under ``splits``."""
+
+    def numbers(row) -> dict[str, Any]:
+        return {
+            "mean": row.mean, "std": row.std, "wins": row.wins, "n": row.tasks, "share": row.share,
+        }  # fmt: skip
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for (experiment, setting), part in table.groupby(["experiment", "setting"], sort=False):
+        rows = {row.split: numbers(row) for row in part.itertuples()}
+        pooled = rows.pop(ALL_SPLITS, None) or next(iter(rows.values()))
+        summary.setdefault(experiment, {})[setting] = pooled | {"splits": rows}
+    return summary
 
 
 def json_safe(value: Any) -> Any:
@@ -120,11 +144,14 @@ def make_summary(
     ``generic_selection``, ``retrieval``, ``hypernetwork`` (the better of ridge and hypernetwork
     by mean, named in ``hypernetwork_method``) and ``chance`` (1/k when not recorded), with
     ``std`` and ``count`` objects over tasks and ``ratio_tina_to_pmodel``; methods without
-    records are null. Taken from ``experiment`` (and ``setting``, needed when it has several).
-    Top level: ``seconds_per_generated_model``, ``seconds_per_pmodel`` (mean recorded seconds)
-    and ``stage_seconds`` (wall seconds per rule from ``perf``). ``extra`` adds new keys.
+    records are null (``base``, Tina's own base, too). Taken from ``experiment`` (and
+    ``setting``, needed when it has several). Top level: ``seconds_per_generated_model``,
+    ``seconds_per_pmodel`` (mean recorded seconds), ``stage_seconds`` (wall seconds per rule
+    from ``perf``) and ``own_base`` (:func:`own_base_summary` over every experiment of
+    ``records``). ``extra`` adds new keys.
     """
-    main = _main_records(check_records(records), experiment, setting)
+    records = check_records(records)
+    main = _main_records(records, experiment, setting)
     table = make_tables(main)[experiment]
     summary: dict[str, Any] = {
         split: _split_summary(table[table["split"] == split], main[main["split"] == split])
@@ -136,6 +163,7 @@ def make_summary(
     summary["stage_seconds"] = (
         {} if stages is None else dict(zip(stages["rule"], stages["seconds"], strict=True))
     )
+    summary["own_base"] = own_base_summary(own_base_table(records))
     clashes = sorted(set(extra or {}) & set(summary))
     if clashes:
         raise ValueError(f"extra summary keys {clashes} would overwrite computed ones")
@@ -186,8 +214,11 @@ def results_markdown(
     tables: dict[str, pd.DataFrame],
     novelty: pd.DataFrame | None,
     stages: pd.DataFrame | None = None,
+    own_base: pd.DataFrame | None = None,
 ) -> str:
-    """The Markdown digest of a run: the main table, then every experiment's table."""
+    """The Markdown digest of a run: the main table, Tina against its own base (``own_base``,
+    from :func:`tina.report.tables.own_base_table`, when any experiment records it), then every
+    experiment's table."""
 
     def number(value, fmt: str) -> str:
         return "n/a" if value is None else format(value, fmt)
@@ -205,8 +236,10 @@ def results_markdown(
         f"Tina's accuracy as a fraction of the fine-tuned p-model's: {ratios}. Seconds per "
         f"generated model: {number(summary['seconds_per_generated_model'], '.3g')}; per "
         f"fine-tuned p-model: {number(summary['seconds_per_pmodel'], '.3g')}.\n",
-        "## Experiments\n",
     ]
+    if own_base is not None and not own_base.empty:
+        parts.append(_demote(own_base_markdown(own_base), levels=1))
+    parts.append("## Experiments\n")
     order = [name for name in EXPERIMENT_TITLES if name in tables]
     order += sorted(set(tables) - set(order))
     parts += [_demote(table_markdown(tables[name])) for name in order]
@@ -230,11 +263,13 @@ def write_run_summary(
     results_path,
     run: str,
 ) -> dict:
-    """``summary.json``, the performance tables (in ``tables_dir``) and ``results.md`` of a
-    finished run, from its record files, novelty records and Snakemake benchmark folder."""
+    """``summary.json``, the performance tables and the own-base table (``own_base.csv`` and
+    ``.md``, in ``tables_dir``) and ``results.md`` of a finished run, from its record files,
+    novelty records and Snakemake benchmark folder."""
     records = read_records(record_paths)
     perf = performance_table(benchmark_dir)
     write_performance(perf, tables_dir)
+    own_base = write_own_base(records, tables_dir)
     novelty = novelty_table(pd.read_csv(novelty_path)) if novelty_path else None
     extra = {"run": run}
     if novelty is not None:
@@ -245,5 +280,6 @@ def write_run_summary(
     summary = make_summary(records, perf, extra=extra, experiment="names", setting="names")
     write_summary(summary_path, summary)
     tables = make_tables(records)
-    write_text(results_path, results_markdown(run, summary, tables, novelty, stage_summary(perf)))
+    digest = results_markdown(run, summary, tables, novelty, stage_summary(perf), own_base)
+    write_text(results_path, digest)
     return summary

@@ -1,4 +1,5 @@
-"""Reading evaluation records and tabulating them: one accuracy table per experiment.
+"""Reading evaluation records and tabulating them: one accuracy table per experiment, and the
+paired table of Tina against its own base (``own_base``) over every experiment.
 
 Sampled methods (Tina) have several samples per task; every statistic first averages a task's
 samples, so each task counts once, then summarises over tasks. Accuracies are fractions in
@@ -39,6 +40,17 @@ TABLE_COLUMNS = (
     "seconds",
 )
 ACCURACY_COLUMNS = ("mean", "std", "median", "best")
+OWN_BASE_COLUMNS = ("experiment", "setting", "split", "mean", "std", "wins", "tasks", "share")
+ALL_SPLITS = "all"  # the own-base row pooling an experiment setting's splits
+OWN_BASE_NOTE = (
+    "Tina against its own base, paired per task. The base (method `base`) is the grounded "
+    "prompt with no Tina: the classifier that Tina's sampling starts from and refines (known "
+    "class names: their selection rows; unseen names or descriptions: known rows mixed by "
+    "similarity; image prompts: imprinted rows). Per task, Tina's accuracy (averaged over its "
+    "samples) minus the base's, in accuracy points: `mean` and `std` (ddof=1) over the `tasks` "
+    "that have both, `wins` the tasks where Tina is strictly above its base and `wins %` their "
+    "share. Positive means Tina adds to its base. Split `all` pools a setting's splits."
+)
 
 
 # --------------------------------------------------------------------------- records
@@ -120,13 +132,17 @@ def task_scores(records: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- tables
 
 
+def _ranks(values: pd.Series, order: Sequence[str] = ()) -> pd.Series:
+    """Each value's position in :func:`ordered` (``values``, ``order``)."""
+    return values.map({v: i for i, v in enumerate(ordered(values, order))})
+
+
 def _sort_table(table: pd.DataFrame) -> pd.DataFrame:
-    ranks = {
-        "setting": ordered(table["setting"]),
-        "split": ordered(table["split"], SPLIT_ORDER),
-        "method": ordered(table["method"], METHOD_ORDER),
+    keys = {
+        "setting": _ranks(table["setting"]),
+        "split": _ranks(table["split"], SPLIT_ORDER),
+        "method": _ranks(table["method"], METHOD_ORDER),
     }
-    keys = {c: table[c].map({v: i for i, v in enumerate(order)}) for c, order in ranks.items()}
     order = pd.DataFrame(keys).sort_values(["setting", "split", "method"], kind="stable").index
     return table.loc[order].reset_index(drop=True)
 
@@ -214,6 +230,89 @@ def write_tables(tables: Mapping[str, pd.DataFrame], out_dir: str | Path) -> lis
         write_text(md_path, table_markdown(table))
         written += [csv_path, md_path]
     return written
+
+
+def own_base_differences(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (experiment, setting, split, task) recorded for both ``tina`` and ``base``: Tina's
+    accuracy averaged over its samples minus the base's (column ``difference``)."""
+    per_task = task_scores(check_records(records))
+    keys = ["experiment", "setting", "split", "task_id"]
+    pair = per_task[per_task["method"].isin(["tina", "base"])]
+    wide = pair.pivot_table(index=keys, columns="method", values="accuracy", aggfunc="first")
+    if not {"tina", "base"} <= set(wide.columns):
+        return pd.DataFrame(columns=[*keys, "difference"])
+    difference = (wide["tina"] - wide["base"]).dropna().rename("difference")
+    return difference.reset_index()
+
+
+def _own_base_stats(group: pd.DataFrame) -> dict:
+    difference = group["difference"]
+    wins = int((difference > 0).sum())
+    return {
+        "mean": float(difference.mean()),
+        "std": float(difference.std()) if len(difference) > 1 else math.nan,
+        "wins": wins,
+        "tasks": len(difference),
+        "share": wins / len(difference),
+    }
+
+
+def own_base_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Tina minus its own base (``OWN_BASE_NOTE``) per experiment, setting and split, plus a
+    split ``all`` pooling the tasks of a setting with several splits (columns
+    ``OWN_BASE_COLUMNS``; differences are fractions; empty where no setting has both)."""
+    differences = own_base_differences(records)
+    rows = []
+    for (experiment, setting), part in differences.groupby(["experiment", "setting"]):
+        splits = list(part.groupby("split"))
+        if len(splits) > 1:
+            splits.append((ALL_SPLITS, part))
+        for split, group in splits:
+            rows.append(
+                {"experiment": experiment, "setting": setting, "split": split}
+                | _own_base_stats(group)
+            )
+    table = pd.DataFrame(rows, columns=list(OWN_BASE_COLUMNS))
+    if table.empty:
+        return table
+    ranks = pd.DataFrame(
+        {
+            "experiment": _ranks(table["experiment"], tuple(EXPERIMENT_TITLES)),
+            "setting": _ranks(table["setting"]),
+            "split": _ranks(table["split"], (*SPLIT_ORDER, ALL_SPLITS)),
+        }
+    )
+    order = ranks.sort_values(["experiment", "setting", "split"], kind="stable").index
+    return table.loc[order].reset_index(drop=True)
+
+
+def own_base_markdown(table: pd.DataFrame) -> str:
+    """Markdown rendering of :func:`own_base_table`: differences in accuracy points."""
+    if table.empty:
+        body = "No experiment recorded both Tina and its base (method `base`)."
+        return f"# Tina against its own base\n\n{OWN_BASE_NOTE}\n\n{body}\n"
+    shown = pd.DataFrame(
+        {
+            "experiment": table["experiment"].map(lambda e: EXPERIMENT_TITLES.get(e, e)),
+            "setting": table["setting"],
+            "split": table["split"].map(lambda s: SPLIT_LABELS.get(s, s)),
+            "Tina - base (points)": table["mean"] * 100.0,
+            "std (points)": table["std"] * 100.0,
+            "wins": table["wins"],
+            "tasks": table["tasks"],
+            "wins %": table["share"] * 100.0,
+        }
+    )
+    formats = {"Tina - base (points)": "+.1f", "std (points)": ".1f", "wins %": ".0f"}
+    return markdown_table(shown, "Tina against its own base", OWN_BASE_NOTE, formats)
+
+
+def write_own_base(records: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
+    """Write :func:`own_base_table` as ``<out_dir>/own_base.csv`` and ``.md``; return it."""
+    table = own_base_table(records)
+    write_csv(Path(out_dir) / "own_base.csv", table)
+    write_text(Path(out_dir) / "own_base.md", own_base_markdown(table))
+    return table
 
 
 def write_experiment_table(experiment: str, record_paths: Sequence, table_dir) -> None:

@@ -1,0 +1,507 @@
+"""Grounding: the base head row of every prompt slot, from what the slot says.
+
+Tina writes a net as a residual over a *base*: the generic body plus one head row per slot.
+The base row is where the prompt's meaning enters the net before Tina adds anything:
+
+- a **known class name**: the class's own generic row (classifier selection);
+- an **unknown name** (a class the generic model never trained, or one Tina is taught to treat
+  so): the known rows mixed by the name's text similarity to the known class names;
+- a **description**: the known rows mixed by the description's similarity to the known names;
+- **images** (k shots of the class): the imprinted row, the normalised mean of the shots'
+  generic features; when the slot also names a known class (images with names) and
+  ``keep_known_rows`` is on, its selection row. With ``fit_steps`` the imprinted rows are then
+  fitted on the shots against the task's frozen rows (a few steps of cross-entropy).
+
+:func:`ground` maps a :class:`Slots` batch to rows ``[B, k, F + 1]``; the same function serves
+Tina's training draws, the evaluation and ``tina generate``. The temperatures and the imprint
+scale are chosen on validation tasks (:func:`choose_settings`) and stored with the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tina.data import load_dataset, to_float
+from tina.io import write_json
+from tina.nets import NetSpec, features, split_body
+from tina.prompts import load_embeddings
+from tina.seeding import derive_seed
+from tina.tasks import PAD, read_tasks, task_classes
+from tina.zoo.store import load_generic
+
+log = logging.getLogger("tina.grounding")
+
+NAME, UNKNOWN, DESCRIPTION, IMAGES = 0, 1, 2, 3
+KIND_NAMES = ("name", "unknown", "description", "images")
+"""Slot kinds: a class name (its selection row if known, else the name mixture), a name whose
+own row is withheld (the name mixture), a description (the description mixture), images (the
+imprinted row, or the selection row of a known class the slot also names)."""
+
+
+@dataclass(frozen=True)
+class GroundingSettings:
+    """The grounding's free choices; all but ``fit_lr`` and ``keep_known_rows`` are picked on
+    validation tasks (:func:`choose_settings`)."""
+
+    name_temperature: float = 0.05  # softmax temperature of the name mixture (cosine / T)
+    description_temperature: float = 0.05
+    imprint_scale: float = 0.1  # an imprinted row's norm over the known rows' mean norm
+    fit_steps: int = 0  # > 0: fit the imprinted rows on the shots against the frozen rows
+    fit_lr: float = 0.05
+    keep_known_rows: bool = True  # images of a named known class keep its selection row
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GroundingSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Slots:
+    """A batch of prompts, slot by slot: what each of ``k`` slots of ``B`` tasks says.
+
+    ``kind [B, k]`` (:data:`NAME` ... :data:`IMAGES`), ``class_id [B, k]`` (the data set's class
+    a slot names, PAD when none: a padding slot, a new name, unnamed images), ``text [B, k, D]``
+    (the name or description embedding of text slots), ``image [B, k, D]`` (the image prompt of
+    image slots: their shots' embeddings averaged and scaled to unit length), ``shot_features
+    [B, k, n, F]`` with ``shot_count [B, k]`` (the generic features of each image slot's shots,
+    zero-padded) and ``mask [B, k]`` (real slots).
+    """
+
+    kind: Tensor
+    class_id: Tensor
+    mask: Tensor
+    text: Tensor | None = None
+    image: Tensor | None = None
+    shot_features: Tensor | None = None
+    shot_count: Tensor | None = None
+
+    def prompts(self) -> Tensor:
+        """What Tina reads, ``[B, k, D]``: each slot's image prompt or text embedding (zero on
+        padding)."""
+        parts = [x for x in (self.text, self.image) if x is not None]
+        if not parts:
+            raise ValueError("slots without text or image embeddings have no prompt")
+        out = torch.zeros_like(parts[0], dtype=torch.float32)
+        if self.text is not None:
+            out = torch.where((self.kind != IMAGES).unsqueeze(-1), self.text.float(), out)
+        if self.image is not None:
+            out = torch.where((self.kind == IMAGES).unsqueeze(-1), self.image.float(), out)
+        elif (self.kind == IMAGES).any():
+            raise ValueError("image slots need their image prompts (Slots.image)")
+        return out * self.mask.unsqueeze(-1)
+
+    def map(self, fn) -> Slots:
+        """The slots with ``fn`` applied to every tensor."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Slots(**{name: None if x is None else fn(x) for name, x in values.items()})
+
+    def to(self, device) -> Slots:
+        return self.map(lambda x: x.to(device))
+
+    def repeat(self, samples: int) -> Slots:
+        """Every task repeated ``samples`` times in a row (task-major)."""
+        return self.map(lambda x: x.repeat_interleave(samples, 0))
+
+    def __getitem__(self, index) -> Slots:
+        """The slots of the tasks at ``index``."""
+        return self.map(lambda x: x[index])
+
+
+class Grounding:
+    """The generic model's rows and names, and the :class:`GroundingSettings` that ground slots."""
+
+    def __init__(
+        self,
+        generic: Tensor,
+        spec_all: NetSpec,
+        known: Tensor,
+        name_emb: Tensor,
+        feature_mean: Tensor,
+        settings: GroundingSettings | None = None,
+    ):
+        self.spec_all = spec_all
+        self.body = split_body(generic, spec_all)[0]
+        self.rows = generic[spec_all.head_rows()]  # [C, F + 1]
+        self.known = known.bool()
+        self.known_ids = torch.nonzero(self.known).squeeze(1)
+        if len(self.known_ids) == 0:
+            raise ValueError("the generic model knows no class: nothing to ground prompts on")
+        self.name_emb = name_emb.float()  # [C, D]: every class name's embedding
+        self.keys = F.normalize(self.name_emb[self.known_ids], dim=-1)  # [K, D]
+        self.known_rows = self.rows[self.known_ids]  # [K, F + 1]
+        self.row_norm = float(self.known_rows[:, :-1].norm(dim=1).mean())
+        self.mean_bias = float(self.known_rows[:, -1].mean())
+        self.feature_mean = feature_mean.float()
+        self.settings = settings or GroundingSettings()
+
+    def with_settings(self, **changes) -> Grounding:
+        """The same grounding with some settings changed."""
+        out = Grounding.__new__(Grounding)
+        out.__dict__.update(self.__dict__)
+        out.settings = replace(self.settings, **changes)
+        return out
+
+    # ------------------------------------------------------------------ pieces
+    @torch.no_grad()
+    def features(self, images_uint8: Tensor) -> Tensor:
+        """Pooled generic features ``[N, F]`` of uint8 images (in chunks)."""
+        out = [
+            features(self.body, to_float(images_uint8[i : i + 4096]), self.spec_all)
+            for i in range(0, len(images_uint8), 4096)
+        ]
+        return torch.cat(out) if out else torch.zeros(0, self.spec_all.feature_dim)
+
+    def mixture(self, query: Tensor, temperature: float, exclude: Tensor | None = None) -> Tensor:
+        """Rows ``[..., F + 1]``: the known rows mixed by the softmax of the cosine between
+        ``query [..., D]`` and the known names over ``temperature``; a query's own class
+        (``exclude [...]``, PAD for none) is left out of its mix."""
+        sims = F.normalize(query.float(), dim=-1) @ self.keys.T / temperature
+        if exclude is not None:
+            own = exclude.unsqueeze(-1) == self.known_ids
+            sims = sims.masked_fill(own, float("-inf"))
+        return sims.softmax(-1) @ self.known_rows
+
+    def imprint(self, mean_features: Tensor) -> Tensor:
+        """Rows ``[..., F + 1]`` from mean shot features ``[..., F]``: the normalised mean, of
+        norm ``imprint_scale`` times the known rows' mean norm, with a bias that centres its
+        logit on the mean training feature (``feature_mean``) at the known rows' mean bias, so
+        imprinted rows compete with trained ones on their scale."""
+        scale = self.settings.imprint_scale * self.row_norm
+        weight = scale * F.normalize(mean_features.float(), dim=-1)
+        bias = self.mean_bias - weight @ self.feature_mean
+        return torch.cat([weight, bias.unsqueeze(-1)], dim=-1)
+
+    def fit(self, rows: Tensor, trainable: Tensor, slots: Slots) -> Tensor:
+        """The ``trainable [B, k]`` rows fitted on their tasks' shots against the frozen rows
+        (:func:`fit_rows`, ``fit_steps`` of Adam at ``fit_lr``); unchanged when ``fit_steps``
+        is 0."""
+        s = self.settings
+        if s.fit_steps <= 0 or not trainable.any() or slots.shot_features is None:
+            return rows
+        return fit_rows(rows, trainable, slots, steps=s.fit_steps, lr=s.fit_lr, l2=1e-3)
+
+    # ------------------------------------------------------------------ the one route
+    def ground(self, slots: Slots) -> Tensor:
+        """Base rows ``[B, k, F + 1]`` of every slot (padding slots: zeros)."""
+        s = self.settings
+        kind, cid = slots.kind, slots.class_id
+        b, k = kind.shape
+        out = torch.zeros(b, k, self.rows.shape[1])
+        named = cid >= 0
+        is_known = named & self.known[cid.clamp(min=0)]
+        own_row = self.rows[cid.clamp(min=0)]
+        exclude = torch.where(named, cid, torch.full_like(cid, PAD))
+
+        select = is_known & (kind == NAME)
+        if s.keep_known_rows:
+            select |= is_known & (kind == IMAGES)
+        out = torch.where(select.unsqueeze(-1), own_row, out)
+
+        by_name = ((kind == NAME) & ~is_known) | (kind == UNKNOWN)
+        if by_name.any():
+            if slots.text is None:
+                raise ValueError("name slots need their text embeddings (Slots.text)")
+            mixed = self.mixture(slots.text, s.name_temperature, exclude)
+            out = torch.where(by_name.unsqueeze(-1), mixed, out)
+        described = kind == DESCRIPTION
+        if described.any():
+            if slots.text is None:
+                raise ValueError("description slots need their text embeddings (Slots.text)")
+            mixed = self.mixture(slots.text, s.description_temperature)
+            out = torch.where(described.unsqueeze(-1), mixed, out)
+        imprinted = (kind == IMAGES) & ~select
+        if imprinted.any():
+            if slots.shot_features is None:
+                raise ValueError("image slots need their shots' features (Slots.shot_features)")
+            n = slots.shot_count.clamp(min=1).unsqueeze(-1).float()
+            mean = slots.shot_features.float().sum(2) / n
+            out = torch.where(imprinted.unsqueeze(-1), self.imprint(mean), out)
+            out = self.fit(out, imprinted & slots.mask, slots)
+        return out * slots.mask.unsqueeze(-1)
+
+
+# --------------------------------------------------------------------------- fitting rows
+def fit_rows(
+    rows: Tensor, trainable: Tensor, slots: Slots, *, steps: int, lr: float, l2: float
+) -> Tensor:
+    """Head rows ``[B, k, F + 1]`` with the ``trainable [B, k]`` ones fitted on the tasks' shots.
+
+    The loss is the cross-entropy of each task's head (its real slots) on the generic features
+    of all its shots (``slots.shot_features``, labelled by slot), plus ``l2`` times the mean
+    squared change of a trainable row from where it started; ``steps`` of Adam at ``lr``. The
+    other rows stay frozen. Batched over tasks."""
+    feats, count = slots.shot_features.float(), slots.shot_count
+    b, k, n, f = feats.shape
+    valid = (torch.arange(n) < count.unsqueeze(-1)) & slots.mask.unsqueeze(-1)  # [B, k, n]
+    x = feats.reshape(b, k * n, f)
+    weight = valid.reshape(-1).float()
+    target = torch.arange(k).repeat_interleave(n).expand(b, -1).reshape(-1)
+    start = rows.detach().float()
+    grad_mask = trainable.unsqueeze(-1).float()
+    delta = torch.zeros_like(start, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            current = start + delta * grad_mask
+            logits = torch.baddbmm(
+                current[..., -1].unsqueeze(1), x, current[..., :-1].transpose(1, 2)
+            )
+            logits = logits.masked_fill(~slots.mask.unsqueeze(1), float("-inf"))
+            ce = F.cross_entropy(logits.reshape(b * k * n, k), target, reduction="none")
+            ce = torch.where(weight > 0, ce, 0.0)
+            loss = ce.sum() / weight.sum().clamp(min=1)
+            penalty = (delta * grad_mask).pow(2).sum(-1).sum() / grad_mask.sum().clamp(min=1)
+            optimizer.zero_grad()
+            (loss + l2 * penalty).backward()
+            optimizer.step()
+    return (start + delta.detach() * grad_mask).to(rows.dtype)
+
+
+# --------------------------------------------------------------------------- shots
+def draw_shots(labels: Tensor, classes: Tensor, shots: int, generator: torch.Generator) -> Tensor:
+    """Indices ``[B, k, shots]`` of ``shots`` distinct images (without replacement where the
+    class has enough) of each slot's class among ``labels``; padding slots get index 0."""
+    out = torch.zeros(*classes.shape, shots, dtype=torch.long)
+    for (t, j), c in zip(torch.cartesian_prod(*map(torch.arange, classes.shape)).tolist(),
+                         classes.reshape(-1).tolist(), strict=True):  # fmt: skip
+        if c < 0:
+            continue
+        pool = torch.nonzero(labels == c).squeeze(1)
+        if len(pool) == 0:
+            raise ValueError(f"class {c} has no image to draw shots from")
+        order = torch.randperm(len(pool), generator=generator)
+        out[t, j] = pool[order.repeat(math.ceil(shots / len(pool)))[:shots]]
+    return out
+
+
+def task_shots(
+    task_ids: Sequence[int], classes: Tensor, labels: Tensor, shots: int, seed: int, stream: str
+) -> Tensor:
+    """Indices ``[T, k, shots]`` of each slot's shots, seeded by ``(seed, stream, task, class)``
+    so that fewer shots are a prefix of more (the evaluation's and validation's draw)."""
+    out = torch.zeros(*classes.shape, shots, dtype=torch.long)
+    for t, task_id in enumerate(task_ids):
+        for j, class_id in enumerate(classes[t].tolist()):
+            if class_id < 0:
+                continue
+            pool = torch.nonzero(labels == class_id).squeeze(1)
+            if len(pool) < shots:
+                raise ValueError(
+                    f"class {class_id} has {len(pool)} training images but {shots} shots are "
+                    "asked for; lower evaluate.shots"
+                )
+            g = torch.Generator().manual_seed(derive_seed(seed, stream, task_id, class_id))
+            out[t, j] = pool[torch.randperm(len(pool), generator=g)[:shots]]
+    return out
+
+
+def image_slots(
+    classes: Tensor,
+    shot_index: Tensor,
+    feature_bank: Tensor,
+    prompt_bank: Tensor | None = None,
+    *,
+    named: bool,
+    count: Tensor | None = None,
+) -> Slots:
+    """Image slots of tasks ``classes [B, k]`` whose shots are ``shot_index [B, k, n]`` into
+    ``feature_bank [N, F]`` (generic features) and ``prompt_bank [N, D]`` (per-image prompt
+    embeddings; None: slots for the base alone). ``count [B, k]`` says how many of a slot's
+    ``n`` indices are shots (default all); ``named`` gives each slot its class id (images with
+    names). A slot's image prompt is the mean of its shots' embeddings, scaled to unit length.
+    """
+    mask = classes >= 0
+    n = shot_index.shape[-1]
+    count = torch.full_like(classes, n) if count is None else count
+    count = count * mask
+    valid = (torch.arange(n) < count.unsqueeze(-1)).unsqueeze(-1)  # [B, k, n, 1]
+    image = None
+    if prompt_bank is not None:
+        image = F.normalize((prompt_bank[shot_index].float() * valid).sum(2), dim=-1)
+    return Slots(
+        kind=torch.full_like(classes, IMAGES),
+        class_id=classes if named else torch.full_like(classes, PAD),
+        mask=mask,
+        image=image,
+        shot_features=feature_bank[shot_index] * valid,
+        shot_count=count,
+    )
+
+
+def text_slots(classes: Tensor, emb: Tensor, kind: int, *, named: bool = True) -> Slots:
+    """Text slots (``kind`` NAME, UNKNOWN or DESCRIPTION) of tasks ``classes [B, k]`` whose
+    texts are the rows of ``emb [C, D]``."""
+    mask = classes >= 0
+    return Slots(
+        kind=torch.full_like(classes, kind),
+        class_id=classes if named else torch.full_like(classes, PAD),
+        mask=mask,
+        text=emb[classes.clamp(min=0)] * mask.unsqueeze(-1),
+    )
+
+
+# --------------------------------------------------------------------------- choosing
+def head_accuracy(rows: Tensor, classes: Tensor, feats: Tensor, labels: Tensor) -> Tensor:
+    """Accuracy ``[B]`` of heads ``rows [B, k, F + 1]`` over the generic body on the images
+    (features ``feats [N, F]``, ``labels [N]``) of each task's classes ``[B, k]``."""
+    out = torch.zeros(len(classes))
+    for t in range(len(classes)):
+        ids = classes[t]
+        real = ids >= 0
+        match = labels.unsqueeze(1) == ids[real].unsqueeze(0)
+        index = torch.nonzero(match.any(1)).squeeze(1)
+        slot = match[index].int().argmax(1)
+        logits = feats[index] @ rows[t, real, :-1].T + rows[t, real, -1]
+        out[t] = (logits.argmax(1) == slot).float().mean()
+    return out
+
+
+TEMPERATURES = (0.01, 0.02, 0.05, 0.1, 0.2)
+SCALES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def choose_settings(
+    grounding: Grounding,
+    tasks: pd.DataFrame,
+    name_emb: Tensor,
+    description_emb: Tensor,
+    train_feats: Tensor,
+    train_labels: Tensor,
+    val_feats: Tensor,
+    val_labels: Tensor,
+    *,
+    shots: Sequence[int],
+    k: int,
+    seed: int,
+    fit_steps: Sequence[int] = (0,),
+) -> tuple[GroundingSettings, pd.DataFrame]:
+    """Pick the temperatures, the imprint scale and whether to fit imprinted rows on validation
+    ``tasks`` (all classes known):
+
+    - name temperature: every slot's own row withheld (the name mixture alone);
+    - description temperature: every slot a description;
+    - imprint scale (then the fitting steps, one of ``fit_steps``): every second slot images
+      (shots from the training images, each of ``shots``), the others their selection rows,
+      so the imprinted rows must compete with trained ones; the mean over shot counts decides.
+
+    Every choice scores on the validation images. Returns the settings and a table of every
+    candidate's mean validation accuracy.
+    """
+    classes = task_classes(tasks, k)
+    ids = tasks["task_id"].tolist()
+    rows = []
+
+    def record(what, value, accuracy):
+        rows.append({"setting": what, "value": value, "val_accuracy": float(accuracy)})
+
+    best = {}
+    for what, emb, kind in (
+        ("name_temperature", name_emb, UNKNOWN),
+        ("description_temperature", description_emb, DESCRIPTION),
+    ):
+        scores = {}
+        for temperature in TEMPERATURES:
+            g = grounding.with_settings(**{what: temperature})
+            acc = head_accuracy(
+                g.ground(text_slots(classes, emb, kind)), classes, val_feats, val_labels
+            )
+            scores[temperature] = acc.mean().item()
+            record(what, temperature, scores[temperature])
+        best[what] = max(scores, key=scores.get)
+    half = torch.zeros_like(classes, dtype=torch.bool)
+    half[:, ::2] = True
+    image_tasks = []
+    for n in shots:
+        index = task_shots(ids, classes, train_labels, n, seed, "grounding-shots")
+        slots = image_slots(classes, index, train_feats, named=True)
+        slots.class_id = torch.where(half, PAD, classes)  # these slots: images alone
+        image_tasks.append(slots)
+
+    def image_accuracy(g: Grounding) -> float:
+        accs = [head_accuracy(g.ground(x), classes, val_feats, val_labels) for x in image_tasks]
+        return float(torch.stack(accs).mean())
+
+    for what, candidates, fixed in (
+        ("imprint_scale", SCALES, {"fit_steps": 0}),
+        ("fit_steps", tuple(fit_steps), {}),
+    ):
+        scores = {}
+        for value in candidates:
+            scores[value] = image_accuracy(
+                grounding.with_settings(**best, **fixed, **{what: value})
+            )
+            record(what, value, scores[value])
+        best[what] = max(scores, key=scores.get)
+    chosen = replace(grounding.settings, **best)
+    log.info("grounding chosen on %d validation tasks: %s", len(tasks), chosen)
+    return chosen, pd.DataFrame(rows)
+
+
+def build_grounding(
+    generic: Tensor,
+    spec_all: NetSpec,
+    known: Tensor,
+    name_emb: Tensor,
+    train_images: Tensor,
+    train_labels: Tensor,
+    settings: GroundingSettings | None = None,
+) -> tuple[Grounding, Tensor]:
+    """The grounding of a run and the generic features ``[N, F]`` of its training images
+    (their mean over the known classes' images centres the imprinted rows)."""
+    dim = spec_all.feature_dim
+    grounding = Grounding(generic, spec_all, known, name_emb, torch.zeros(dim), settings)
+    feats = grounding.features(train_images)
+    seen = grounding.known[train_labels]
+    if not seen.any():
+        raise ValueError("no training image belongs to a known class: nothing to imprint from")
+    grounding.feature_mean = feats[seen].mean(0)
+    return grounding, feats
+
+
+def choose_grounding_stage(
+    inputs, section: dict, *, shots: Sequence[int], k: int, seed: int
+) -> tuple[GroundingSettings, pd.DataFrame]:
+    """Rule ``choose_grounding``: load a run's data, generic model, prompts and tasks, and pick
+    the grounding's temperatures, imprint scale and fitting steps (among the section's
+    ``fit_steps``) on its validation tasks (:func:`choose_settings`); ``section`` is the
+    config's ``grounding`` section."""
+    dataset = load_dataset(inputs.dataset, inputs.classes)
+    generic = load_generic(inputs.generic)
+    emb = load_embeddings(inputs.embeddings)
+    tasks = read_tasks(inputs.tasks)
+    fixed = {key: value for key, value in section.items() if key != "fit_steps"}
+    grounding, train_feats = build_grounding(
+        generic.flat, generic.spec, generic.trained, emb["names"], dataset.train_images,
+        dataset.train_labels, GroundingSettings.from_dict(fixed),
+    )  # fmt: skip
+    return choose_settings(
+        grounding, tasks[tasks["split"] == "val"], emb["names"], emb["descriptions"],
+        train_feats, dataset.train_labels, grounding.features(dataset.val_images),
+        dataset.val_labels, shots=shots, k=k, seed=seed,
+        fit_steps=section.get("fit_steps", [0]),
+    )  # fmt: skip
+
+
+def save_settings(settings: GroundingSettings, path: str | Path) -> None:
+    write_json(path, settings.to_dict())
+
+
+def load_settings(path: str | Path) -> GroundingSettings:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing grounding settings file: {path}")
+    return GroundingSettings.from_dict(json.loads(path.read_text()))
