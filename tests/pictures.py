@@ -6,23 +6,22 @@ Run as a script on a finished run to measure it (writes the pictures under a tem
 
     .venv/bin/python tests/pictures.py results/default
 
-prints the accuracy of the generated classifier on 30 other pictures of each class, and of the
-same prompt with each seed.
+prints the accuracy of the generated classifier on 30 other pictures of each class, for pictures
+and sampler drawn with each of ``--seeds`` seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-
-from tina.generate import generate_model
-from tina.generated import predict, save_model
 
 PATTERNS = ("arrow", "kite", "crescent", "ladder", "ring")
 """Class names: none is a class of the workflow's data sets (checked by the tests)."""
@@ -147,19 +146,29 @@ def write_folder(pictures: dict[str, torch.Tensor], folder: Path) -> dict[str, l
     return paths
 
 
-def measure(
-    run: str | Path, work: Path, shots: int = 8, test: int = 30, seed: int = 0, **generate
-) -> float:
-    """Accuracy of the classifier ``tina generate --images`` makes from ``shots`` pictures of
-    each pattern, on ``test`` other pictures of each (through ``tina predict``'s function)."""
+def measure(run: str | Path, work: Path, shots: int = 8, test: int = 30, seed: int = 0) -> float:
+    """Accuracy of the classifier that ``tina generate --images`` makes from ``shots`` pictures
+    of each class, on ``test`` other pictures of each through ``tina predict`` (both run as the
+    command line, in a new process)."""
     write_folder(render(shots, seed=seed), work / "prompt")
     others = write_folder(render(test, seed=seed + 1000), work / "test")
-    model = generate_model(run, list(PATTERNS), images=work / "prompt", seed=seed, **generate)
-    model_file, _ = save_model(model, work / "patterns.safetensors")
-    paths = [p for name in PATTERNS for p in others[name]]
-    truth = [name for name in PATTERNS for _ in others[name]]
-    predicted = [name for _, name in predict(model_file, paths)]
-    return sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
+    model = work / "objects.safetensors"
+    tina = [sys.executable, "-m", "tina.cli"]
+    generate = [
+        *tina, "generate", "--run", str(run), "--classes", ",".join(PATTERNS),
+        "--images", str(work / "prompt"), "--out", str(model), "--seed", str(seed),
+    ]  # fmt: skip
+    subprocess.run(generate, check=True, capture_output=True, text=True)
+    paths = [str(p) for name in PATTERNS for p in others[name]]
+    out = subprocess.run(
+        [*tina, "predict", "--model", str(model), *paths],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    predicted = dict(line.split("\t") for line in out.splitlines())
+    truth = {str(p): name for name in PATTERNS for p in others[name]}
+    return sum(predicted[path] == name for path, name in truth.items()) / len(truth)
 
 
 def main() -> None:

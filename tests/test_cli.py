@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from pictures import PATTERNS, measure
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -370,3 +371,18 @@ def test_module_entry_point_exit_codes(model_file, task_images, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("tina: error: run directory")
     assert "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- a user's pictures
+@pytest.mark.workflow
+def test_own_pictures_of_new_objects_through_the_command_line(tiny_run, tmp_path):
+    """A user's pictures of five objects the data set has no class for (tests/pictures.py, in
+    their own style), 8 per class: ``tina generate --images`` on the tiny run's Tina, then
+    ``tina predict`` on 30 other pictures of each. The tiny run's generic model trained for
+    only a few hundred steps, so this asks for three times chance; the default run's figure is
+    in the README (``python tests/pictures.py results/default``)."""
+    results = tiny_run / "results" / "test"
+    names = set(pd.read_csv(results / "data" / "classes.csv")["name"].str.lower())
+    assert not names & set(PATTERNS)
+    accuracy = measure(results, tmp_path)
+    assert accuracy >= 3 / len(PATTERNS), accuracy
