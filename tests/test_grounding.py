@@ -249,6 +249,20 @@ def test_imprinted_rows_of_unseen_classes_classify_held_out_images(world):
     assert head_accuracy(own, classes, world.held_feats, world.held_labels).mean() < accuracy.min()
 
 
+def test_images_of_new_classes_keep_their_slots_with_an_explicit_mask(world):
+    """A prompt of classes the data set lacks (``tina generate --images`` with new names) has
+    no class ids; its mask, not the ids, says which slots are real: the same rows as the
+    unnamed slots of known ids."""
+    classes = torch.tensor([[*UNSEEN, PAD]])
+    index = task_shots([0], classes, world.labels, 8, seed=0, stream="imprint")
+    expected = world.grounding.ground(image_slots(classes, index, world.feats, named=False))
+    new = torch.full_like(classes, PAD)
+    slots = image_slots(new, index, world.feats, named=True, mask=classes >= 0)
+    assert torch.equal(slots.mask, classes >= 0)
+    assert torch.equal(world.grounding.ground(slots), expected)
+    assert not image_slots(new, index, world.feats, named=True).mask.any()  # the default
+
+
 def task_rows(rows: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return rows[classes.clamp(min=0)] * (classes >= 0).unsqueeze(-1)
 

@@ -307,7 +307,7 @@ def _image_slots(run: TinaRun, names: list[str], class_ids: list[int], folder: P
         count[0, j] = n
     return image_slots(
         classes, index, run.tina.grounding.features(every), embed(every), named=True,
-        count=count,
+        count=count, mask=mask,
     )  # fmt: skip
 
 

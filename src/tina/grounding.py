@@ -317,14 +317,17 @@ def image_slots(
     *,
     named: bool,
     count: Tensor | None = None,
+    mask: Tensor | None = None,
 ) -> Slots:
     """Image slots of tasks ``classes [B, k]`` whose shots are ``shot_index [B, k, n]`` into
     ``feature_bank [N, F]`` (generic features) and ``prompt_bank [N, D]`` (per-image prompt
     embeddings; None: slots for the base alone). ``count [B, k]`` says how many of a slot's
     ``n`` indices are shots (default all); ``named`` gives each slot its class id (images with
     names). A slot's image prompt is the mean of its shots' embeddings, scaled to unit length.
+    ``mask [B, k]`` marks the real slots (default: those whose class is known, ``classes >=
+    0``; a prompt of new classes gives its own).
     """
-    mask = classes >= 0
+    mask = classes >= 0 if mask is None else mask
     n = shot_index.shape[-1]
     count = torch.full_like(classes, n) if count is None else count
     count = count * mask
