@@ -34,7 +34,8 @@ from tina.nets import CNN, NetSpec, forward, init_params, split_body
 from tina.prompts import fit_image_projection, save_projection
 from tina.sampling import TinaConfig, save_tina
 from tina.tasks import task_classes
-from tina.train import TrainData, train_tina
+from tina.train import train_tina
+from tina.train_data import TrainData
 from tina.zoo.finetune import finetune_pmodels, train_generic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,8 @@ from tina.io import load_tensors, save_tensors, write_csv
 from tina.nets import NetSpec, init_params
 from tina.sampling import TinaConfig
 from tina.tasks import TaskDrawer, class_ids
-from tina.train import TrainData, _draw_batch, train_tina
+from tina.train import _draw_batch, train_tina
+from tina.train_data import TrainData
 
 N_CLASSES, K, N_ZOO, WORLD = 8, 3, 24, 2
 CONFIG = TinaConfig(

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from shapes import NAMES, shape_images
 
-import tina.grounding as grounding_module
+import tina.grounding_choice as grounding_module
 from tina import fewshot
 from tina.codec import ParamCodec
 from tina.data import Dataset, to_float
@@ -24,26 +24,28 @@ from tina.grounding import (
     DESCRIPTION,
     IMAGES,
     NAME,
-    SCALES,
-    TEMPERATURES,
     UNKNOWN,
     GroundingSettings,
     Slots,
     build_grounding,
-    choose_grounding_stage,
-    choose_settings,
     fit_rows,
-    head_accuracy,
     image_slots,
     load_settings,
     save_settings,
     task_shots,
     text_slots,
 )
+from tina.grounding_choice import (
+    SCALES,
+    TEMPERATURES,
+    choose_grounding_stage,
+    choose_settings,
+    head_accuracy,
+)
 from tina.nets import NetSpec, forward, split_body
 from tina.sampling import TinaConfig
 from tina.tasks import PAD, task_classes
-from tina.train import TrainData, draw_prompts
+from tina.train_data import TrainData, draw_prompts
 from tina.zoo.finetune import train_generic
 from tina.zoo.store import Generic
 

@@ -47,7 +47,8 @@ from tina.grounding import build_grounding
 from tina.io import load_tensors
 from tina.nets import NetSpec, init_params
 from tina.sampling import TinaConfig, load_tina, save_tina
-from tina.train import TrainData, train_tina
+from tina.train import train_tina
+from tina.train_data import TrainData
 
 ROOT = Path(__file__).resolve().parents[1]
 

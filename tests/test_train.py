@@ -13,7 +13,8 @@ from tina.grounding import GroundingSettings, build_grounding
 from tina.nets import NetSpec, forward, score
 from tina.sampling import TinaConfig, load_tina, name_slots, save_tina
 from tina.tasks import TaskDrawer, task_classes
-from tina.train import TrainData, augment_slots, functional_images, load_train_data, train_tina
+from tina.train import augment_slots, functional_images, train_tina
+from tina.train_data import TrainData, load_train_data
 from tina.zoo.finetune import augment, draw_augment, finetune_pmodels, train_generic
 from tina.zoo.store import Generic, Zoo
 

@@ -17,7 +17,8 @@ from tina.grounding import build_grounding
 from tina.nets import NetSpec
 from tina.sampling import TinaConfig
 from tina.tasks import task_classes
-from tina.train import TrainData, train_tina
+from tina.train import train_tina
+from tina.train_data import TrainData
 from tina.zoo.finetune import finetune_pmodels, train_generic
 
 K = 4

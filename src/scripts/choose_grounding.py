@@ -1,7 +1,8 @@
 """Rule choose_grounding: pick the prompt grounding's temperatures and imprint scale on the
-validation tasks (tina.grounding.choose_settings)."""
+validation tasks (tina.grounding_choice.choose_settings)."""
 
-from tina.grounding import choose_grounding_stage, save_settings
+from tina.grounding import save_settings
+from tina.grounding_choice import choose_grounding_stage
 from tina.io import run_step, write_csv
 
 

@@ -21,7 +21,7 @@ from tina.model import TinaTransformer
 from tina.nets import NetSpec
 
 PROMPT_KINDS = ("names", "descriptions", "images", "unknown")
-"""The kinds of prompt Tina trains on (:func:`tina.train.draw_prompts`)."""
+"""The kinds of prompt Tina trains on (:func:`tina.train_data.draw_prompts`)."""
 DEFAULT_PROMPT_KINDS = {"names": 0.4, "descriptions": 0.2, "images": 0.2, "unknown": 0.2}
 
 

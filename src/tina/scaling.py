@@ -35,7 +35,8 @@ from tina.prompts import load_embeddings
 from tina.sampling import Tina, TinaConfig
 from tina.seeding import derive_seed
 from tina.tasks import read_tasks
-from tina.train import TrainData, image_prompt_bank, load_train_data, train_tina
+from tina.train import train_tina
+from tina.train_data import TrainData, image_prompt_bank, load_train_data
 from tina.zoo.store import Generic, Zoo, finetune_shard, load_generic, load_zoo, train_generic_model
 
 log = logging.getLogger("tina.scaling")
