@@ -40,7 +40,6 @@ from tina.tasks import PAD
 log = logging.getLogger("tina.grounding")
 
 NAME, UNKNOWN, DESCRIPTION, IMAGES = 0, 1, 2, 3
-KIND_NAMES = ("name", "unknown", "description", "images")
 """Slot kinds: a class name (its selection row if known, else the name mixture), a name whose
 own row is withheld (the name mixture), a description (the description mixture), images (the
 imprinted row, or the selection row of a known class the slot also names)."""
