@@ -297,6 +297,44 @@ def test_fitting_raises_the_shot_accuracy_of_the_fitted_rows_only(world):
     assert torch.equal(g.with_settings(fit_steps=0).ground(slots), start)
 
 
+def test_fitting_equals_adam_on_the_autograd_loss(world):
+    """fit_rows writes the gradient and Adam out by hand: it follows torch.optim.Adam on the
+    loss its docstring states (shot cross-entropy plus l2 times the mean squared change),
+    differentiated by autograd, up to float32 rounding of 20 steps."""
+    classes = torch.tensor([[0, 4, 9, 10], [9, 10, 11, PAD]])
+    index = task_shots([0, 1], classes, world.labels, 4, seed=1, stream="fit")
+    slots = image_slots(classes, index, world.feats, named=True)
+    slots.shot_count = torch.tensor([[4, 2, 4, 3], [1, 4, 4, 0]])  # ragged: some shots unused
+    start = world.grounding.with_settings(imprint_scale=0.1).ground(slots)
+    trainable = slots.mask & torch.tensor([[False, True, True, True], [True, True, False, True]])
+    mask = trainable.unsqueeze(-1).float()
+    delta = torch.zeros_like(start, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=0.05)
+    for _ in range(20):
+        rows = start + delta * mask
+        penalty = (delta * mask).pow(2).sum() / mask.sum()
+        loss = _pooled_shot_loss(rows, slots) + 0.01 * penalty
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    expected = start + delta.detach() * mask
+    fitted = fit_rows(start, trainable, slots, steps=20, lr=0.05, l2=0.01)
+    assert close(fitted, expected, float(expected.abs().max())), (fitted - expected).abs().max()
+    assert torch.equal(fitted[~trainable], start[~trainable])
+
+
+def _pooled_shot_loss(rows: torch.Tensor, slots: Slots) -> torch.Tensor:
+    """Cross-entropy averaged over every valid shot of every task together (fit_rows' loss)."""
+    b, k, n, f = slots.shot_features.shape
+    x = slots.shot_features.reshape(b, k * n, f)
+    logits = torch.baddbmm(rows[..., -1].unsqueeze(1), x, rows[..., :-1].transpose(1, 2))
+    logits = logits.masked_fill(~slots.mask.unsqueeze(1), float("-inf"))
+    valid = (torch.arange(n) < slots.shot_count.unsqueeze(-1)) & slots.mask.unsqueeze(-1)
+    target = torch.arange(k).repeat_interleave(n).expand(b, -1)
+    ce = F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), reduction="none")
+    return torch.where(valid.reshape(-1), ce, 0.0).sum() / valid.sum()
+
+
 # --------------------------------------------------------------------------- choosing
 def val_tasks(n: int, seed: int, split: str = "val", start: int = 0) -> pd.DataFrame:
     g = torch.Generator().manual_seed(seed)

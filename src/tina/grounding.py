@@ -240,32 +240,33 @@ def fit_rows(
     The loss is the cross-entropy of each task's head (its real slots) on the generic features
     of all its shots (``slots.shot_features``, labelled by slot), plus ``l2`` times the mean
     squared change of a trainable row from where it started; ``steps`` of Adam at ``lr``. The
-    other rows stay frozen. Batched over tasks."""
+    other rows stay frozen. Batched over tasks.
+
+    The problem is tiny (a linear head on a few features), so autograd's bookkeeping would
+    cost more than the arithmetic: the gradient is written out (softmax minus one-hot, times
+    the features) and Adam is applied by hand, as ``torch.optim.Adam`` with its defaults."""
     feats, count = slots.shot_features.float(), slots.shot_count
     b, k, n, f = feats.shape
     valid = (torch.arange(n) < count.unsqueeze(-1)) & slots.mask.unsqueeze(-1)  # [B, k, n]
-    x = feats.reshape(b, k * n, f)
-    weight = valid.reshape(-1).float()
-    target = torch.arange(k).repeat_interleave(n).expand(b, -1).reshape(-1)
+    x = torch.cat([feats.reshape(b, k * n, f), torch.ones(b, k * n, 1)], dim=-1)  # with bias
+    weight = valid.reshape(b, k * n, 1).float() / valid.sum().clamp(min=1)
+    onehot = F.one_hot(torch.arange(k).repeat_interleave(n), k).float()  # [k * n, k]
+    closed = ~slots.mask.unsqueeze(1)  # [B, 1, k]: padding slots are no class
     start = rows.detach().float()
     grad_mask = trainable.unsqueeze(-1).float()
-    delta = torch.zeros_like(start, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=lr)
-    with torch.enable_grad():
-        for _ in range(steps):
-            current = start + delta * grad_mask
-            logits = torch.baddbmm(
-                current[..., -1].unsqueeze(1), x, current[..., :-1].transpose(1, 2)
-            )
-            logits = logits.masked_fill(~slots.mask.unsqueeze(1), float("-inf"))
-            ce = F.cross_entropy(logits.reshape(b * k * n, k), target, reduction="none")
-            ce = torch.where(weight > 0, ce, 0.0)
-            loss = ce.sum() / weight.sum().clamp(min=1)
-            penalty = (delta * grad_mask).pow(2).sum(-1).sum() / grad_mask.sum().clamp(min=1)
-            optimizer.zero_grad()
-            (loss + l2 * penalty).backward()
-            optimizer.step()
-    return (start + delta.detach() * grad_mask).to(rows.dtype)
+    pull = 2 * l2 / grad_mask.sum().clamp(min=1)  # gradient of the penalty per unit of change
+    delta, first, second = (torch.zeros_like(start) for _ in range(3))
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for step in range(1, steps + 1):
+        current = start + delta * grad_mask
+        logits = torch.bmm(x, current.transpose(1, 2)).masked_fill(closed, float("-inf"))
+        d_logits = torch.where(weight > 0, (logits.softmax(-1) - onehot) * weight, 0.0)
+        grad = (torch.bmm(d_logits.transpose(1, 2), x) + pull * delta) * grad_mask
+        first.lerp_(grad, 1 - beta1)
+        second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denom = (second / (1 - beta2**step)).sqrt_().add_(eps)
+        delta.addcdiv_(first, denom, value=-lr / (1 - beta1**step))
+    return (start + delta * grad_mask).to(rows.dtype)
 
 
 # --------------------------------------------------------------------------- shots
