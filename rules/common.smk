@@ -58,10 +58,12 @@ ENV = "../envs/tina.yaml"
 EMBEDDING_CACHE = "results/cache/embeddings"
 
 
-def zoo_shards():
-    """Parameter files of every p-model shard (the shard count comes from the config)."""
+def zoo_shards(parts=("train", "eval")):
+    """Parameter files of every p-model shard of the zoo's ``parts`` (``train``: the training
+    tasks'; ``eval``: the others'); the shard count per part comes from the config."""
     return expand(
-        f"{RESULTS}/zoo/shard-{{shard}}.safetensors",
+        f"{RESULTS}/zoo/{{part}}-{{shard}}.safetensors",
+        part=parts,
         shard=range(config["zoo"]["shards"]),
         allow_missing=True,
     )
@@ -123,11 +125,11 @@ def report_experiments():
     return [*EXPERIMENTS, *scaling, "novelty"]
 
 
-def experiment_records(wildcards):
+def experiment_records(experiment):
     """Records file(s) of one reported experiment."""
-    if wildcards.experiment.startswith("scaling_"):
-        return scaling_records(wildcards.experiment.removeprefix("scaling_"))
-    return [f"{RESULTS}/eval/{wildcards.experiment}.csv"]
+    if experiment.startswith("scaling_"):
+        return scaling_records(experiment.removeprefix("scaling_"))
+    return [f"{RESULTS}/eval/{experiment}.csv"]
 
 
 def report_outputs():
@@ -162,16 +164,33 @@ REPORT_CATEGORIES |= {
 REPORT_CATEGORIES["novelty"] = f"{len(EXPERIMENTS) + 2}. Novelty"
 
 
-def experiment_category(wildcards):
-    """Report category of one experiment's outputs."""
-    return REPORT_CATEGORIES.get(wildcards.experiment, wildcards.experiment)
+def report_records(wildcards):
+    """Records file(s) of every reported experiment of one run, by experiment."""
+    return {
+        name: expand(experiment_records(name), run=wildcards.run) for name in report_experiments()
+    }
 
 
-def experiment_caption(wildcards):
-    """Caption text of one experiment's figure: report/<experiment>.rst (scaling shares one)."""
-    name = "scaling" if wildcards.experiment.startswith("scaling_") else wildcards.experiment
-    with open(os.path.join(workflow.basedir, "report", f"{name}.rst")) as caption:
-        return caption.read()
+def report_files():
+    """The outputs of rule make_report, by name: each experiment's table (CSV flagged for the
+    report, Markdown) and figure (PNG flagged, SVG)."""
+    files = {}
+    for name in report_experiments():
+        category = REPORT_CATEGORIES.get(name, name)
+        caption = "scaling" if name.startswith("scaling_") else name
+        files |= {
+            f"table_{name}": report(
+                f"{RESULTS}/tables/{name}.csv", caption="../report/tables.rst", category=category
+            ),
+            f"markdown_{name}": f"{RESULTS}/tables/{name}.md",
+            f"png_{name}": report(
+                f"{RESULTS}/figures/{name}.png",
+                caption=f"../report/{caption}.rst",
+                category=category,
+            ),
+            f"svg_{name}": f"{RESULTS}/figures/{name}.svg",
+        }
+    return files
 
 
 def all_targets():

@@ -1,32 +1,25 @@
-# Reporting: a table and a figure per experiment, then the run's summary, Tina against its own
+# Reporting: a table and a figure per experiment (one job for all), then the run's summary, Tina against its own
 # base over every experiment (tables/own_base) and the Markdown digest.
 # Figures, tables and the summary are flagged for `snakemake --report report.html`.
 
 
 # Cheap steps run on the submit host, not as cluster jobs.
 localrules:
-    make_tables,
-    make_figures,
+    make_report,
     make_summary,
     aggregate_seeds,
 
 
-rule make_tables:
+rule make_report:
     input:
-        records=experiment_records,
+        records=eval_records(),
+        novelty=rules.evaluate_novelty.output.records,
     output:
-        table=report(
-            f"{RESULTS}/tables/{{experiment}}.csv",
-            caption="../report/tables.rst",
-            category=experiment_category,
-        ),
-        markdown=f"{RESULTS}/tables/{{experiment}}.md",
+        **report_files(),
     log:
-        f"{RESULTS}/logs/make_tables/{{experiment}}.log",
+        f"{RESULTS}/logs/make_report.log",
     benchmark:
-        f"{RESULTS}/benchmarks/make_tables/{{experiment}}.tsv"
-    wildcard_constraints:
-        experiment="|".join(report_experiments()),
+        f"{RESULTS}/benchmarks/make_report/job.tsv"
     conda:
         ENV
     threads: 1
@@ -34,59 +27,20 @@ rule make_tables:
         mem_mb=2000,
         runtime=10,
     params:
-        experiment="{experiment}",
+        experiments=report_experiments(),
+        records=report_records,
     message:
-        "Tabulating experiment {wildcards.experiment}"
+        "Tabulating and plotting every experiment of run {wildcards.run}"
     script:
-        "../src/scripts/make_tables.py"
-
-
-rule make_figures:
-    input:
-        records=experiment_records,
-    output:
-        png=report(
-            f"{RESULTS}/figures/{{experiment}}.png",
-            caption="../report/experiment.rst",
-            category=experiment_category,
-        ),
-        svg=f"{RESULTS}/figures/{{experiment}}.svg",
-    log:
-        f"{RESULTS}/logs/make_figures/{{experiment}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/make_figures/{{experiment}}.tsv"
-    wildcard_constraints:
-        experiment="|".join(report_experiments()),
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    params:
-        experiment="{experiment}",
-        caption=experiment_caption,
-    message:
-        "Plotting experiment {wildcards.experiment}"
-    script:
-        "../src/scripts/make_figures.py"
+        "../src/scripts/make_report.py"
 
 
 rule make_summary:
     input:
         records=eval_records(),
         novelty=rules.evaluate_novelty.output.records,
-        # after every table and figure job, so that the performance tables include them
-        tables=expand(
-            f"{RESULTS}/tables/{{experiment}}.csv",
-            experiment=report_experiments(),
-            allow_missing=True,
-        ),
-        figures=expand(
-            f"{RESULTS}/figures/{{experiment}}.png",
-            experiment=report_experiments(),
-            allow_missing=True,
-        ),
+        # after the tables and figures, so that the performance tables include their job
+        report=rules.make_report.output,
     output:
         summary=report(
             f"{RESULTS}/summary.json", caption="../report/summary.rst", category="Summary"

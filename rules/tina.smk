@@ -93,7 +93,7 @@ rule train_tina:
         class_split=rules.split_tasks.output.class_split,
         tasks=rules.split_tasks.output.tasks,
         generic=rules.train_generic.output.model,
-        zoo=zoo_shards(),
+        zoo=zoo_shards(["train"]),
         embeddings=rules.embed_prompts.output.embeddings,
         projection=rules.fit_image_projection.output.projection,
         grounding=rules.choose_grounding.output.settings,

@@ -1,4 +1,5 @@
-# Zoo: the generic model, then one job per shard of p-models fine-tuned from it.
+# Zoo: the generic model, then one job per shard of p-models fine-tuned from it (the training
+# tasks' first: Tina waits for them only).
 
 
 rule train_generic:
@@ -37,12 +38,12 @@ rule finetune_pmodels:
         tasks=rules.split_tasks.output.tasks,
         generic=rules.train_generic.output.model,
     output:
-        params=f"{RESULTS}/zoo/shard-{{shard}}.safetensors",
-        meta=f"{RESULTS}/zoo/shard-{{shard}}.csv",
+        params=f"{RESULTS}/zoo/train-{{shard}}.safetensors",
+        meta=f"{RESULTS}/zoo/train-{{shard}}.csv",
     log:
-        f"{RESULTS}/logs/finetune_pmodels/{{shard}}.log",
+        f"{RESULTS}/logs/finetune_pmodels/train-{{shard}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/finetune_pmodels/{{shard}}.tsv"
+        f"{RESULTS}/benchmarks/finetune_pmodels/train-{{shard}}.tsv"
     wildcard_constraints:
         shard=r"\d+",
     priority: 10  # the critical path: ahead of the scaling points
@@ -53,14 +54,36 @@ rule finetune_pmodels:
         mem_mb=3000,
         runtime=60,
     params:
+        part="train",
         zoo=config["zoo"],
         net=config["net"],
         k=config["tasks"]["k"],
         seed=run_seed,
     message:
-        "Fine-tuning p-models of shard {wildcards.shard}"
+        "Fine-tuning the training tasks' p-models of shard {wildcards.shard}"
     script:
         "../src/scripts/finetune_pmodels.py"
+
+
+# The validation and test tasks' p-models: only the evaluation and the diagnostics read them,
+# so they fine-tune while Tina trains (after the training part, ahead of the scaling points).
+use rule finetune_pmodels as finetune_eval_pmodels with:
+    output:
+        params=f"{RESULTS}/zoo/eval-{{shard}}.safetensors",
+        meta=f"{RESULTS}/zoo/eval-{{shard}}.csv",
+    log:
+        f"{RESULTS}/logs/finetune_pmodels/eval-{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/finetune_pmodels/eval-{{shard}}.tsv"
+    priority: 5
+    params:
+        part="eval",
+        zoo=config["zoo"],
+        net=config["net"],
+        k=config["tasks"]["k"],
+        seed=run_seed,
+    message:
+        "Fine-tuning the validation and test tasks' p-models of shard {wildcards.shard}"
 
 
 rule diagnose_zoo:

@@ -215,7 +215,7 @@ def test_paper_config_dry_run(dry_runs, name):
     assert returncode == 0, output[-3000:]
     config = load_config(ROOT / "config" / "paper" / f"{name}.yaml")
     counts = job_counts(output)
-    assert counts["finetune_pmodels"] == config["zoo"]["shards"]
+    assert counts["finetune_pmodels"] == counts["finetune_eval_pmodels"] == config["zoo"]["shards"]
     assert counts["scale_width"] == len(config["scaling"]["widths"])
     assert counts["scale_net"] == len(config["scaling"]["nets"])
     for rule in ("prepare_data", "train_generic", "embed_prompts", "train_tina", "all"):
@@ -259,7 +259,7 @@ def test_cifar100_pipeline_to_tina(tmp_path, tiny_clip):
         classes=results / "data" / "classes.csv",
         tasks=results / "tasks.csv",
         generic=results / "generic" / "model.safetensors",
-        zoo=[results / "zoo" / f"shard-{i}.safetensors" for i in range(2)],
+        zoo=[results / "zoo" / f"train-{i}.safetensors" for i in range(2)],
         embeddings=results / "prompts" / "embeddings.safetensors",
         projection=results / "prompts" / "image_projection.safetensors",
         grounding=results / "prompts" / "grounding.json",

@@ -302,8 +302,8 @@ def test_killed_twice_resumes_to_the_uninterrupted_results(tiny_run, tmp_path):
     the unfinished jobs, and the final tables and summary equal the uninterrupted run's."""
     repo = copy_repo(tmp_path / "repo")
     results = repo / TINY_RESULTS
-    shards = [results / "zoo" / f"shard-{i}.safetensors" for i in range(2)]
-    zoo_logs = [results / "logs" / "finetune_pmodels" / f"{i}.log" for i in range(2)]
+    shards = [results / "zoo" / f"train-{i}.safetensors" for i in range(2)]
+    zoo_logs = [results / "logs" / "finetune_pmodels" / f"train-{i}.log" for i in range(2)]
 
     first = Background(repo, *tiny_args(), name="first")
     in_zoo = [

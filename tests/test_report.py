@@ -357,7 +357,7 @@ def test_figures_are_byte_reproducible(tmp_path):
 
 
 def test_experiment_table_and_figure_from_record_files(tmp_path):
-    """The make_tables and make_figures rules' functions: one experiment from its files."""
+    """The make_report rule's functions: one experiment from its files."""
     records = fake_records(tasks=2, samples=2)
     order = tmp_path / "order.csv"
     records[records["experiment"] == "order"].to_csv(order, index=False)

@@ -1,9 +1,10 @@
-"""Rule finetune_pmodels: fine-tune the p-models of one shard of the task table."""
+"""Rules finetune_pmodels and finetune_eval_pmodels: fine-tune the p-models of one shard of
+one part of the zoo (training tasks, or the others)."""
 
 from tina.data import load_dataset
 from tina.io import run_step
 from tina.tasks import read_tasks
-from tina.zoo.store import finetune_shard, load_generic, save_shard
+from tina.zoo.store import finetune_shard, load_generic, save_shard, shard_tasks
 
 
 def main(snakemake):
@@ -11,8 +12,9 @@ def main(snakemake):
     tasks = read_tasks(snakemake.input.tasks)
     generic = load_generic(snakemake.input.generic)
     shard = int(snakemake.wildcards.shard)
+    mine = shard_tasks(tasks, snakemake.params.part, shard, snakemake.params.zoo["shards"])
     result = finetune_shard(
-        dataset, tasks, generic, shard,
+        dataset, mine, generic,
         zoo=snakemake.params.zoo, net=snakemake.params.net, k=snakemake.params.k,
         seed=snakemake.params.seed, threads=snakemake.threads,
     )  # fmt: skip

@@ -213,8 +213,8 @@ def net_zoo(
         run.dataset, run.class_split, net_cfg, {**generic, "steps": cfg.net_generic_steps}, seed
     )
     point_zoo = finetune_shard(
-        run.dataset, chosen, model, 0,
-        zoo={**zoo, "shards": 1, "steps": cfg.net_zoo_steps}, net=net_cfg,
+        run.dataset, chosen, model,
+        zoo={**zoo, "steps": cfg.net_zoo_steps}, net=net_cfg,
         k=int(tasks["k"].max()), seed=seed, threads=threads,
     )  # fmt: skip
     log.info(

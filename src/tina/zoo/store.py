@@ -2,13 +2,15 @@
 
 - ``generic/model.safetensors``: ``params`` (flat, head over all classes) and ``trained``
   ([C] bool: the classes it was trained on), the net spec in the metadata;
-- ``zoo/shard-<i>.safetensors``: ``params`` [T, P] (float32) and ``classes`` [T, k] (-1 pads),
-  with the spec in the metadata; ``zoo/shard-<i>.csv``: task id, split, classes and the
+- ``zoo/<part>-<i>.safetensors``: ``params`` [T, P] (float32) and ``classes`` [T, k] (-1 pads),
+  with the spec in the metadata; ``zoo/<part>-<i>.csv``: task id, split, classes and the
   accuracies of the p-model and of the generic model with classifier selection.
 
-Shard ``i`` of ``n`` holds every task whose position in the task table is ``i`` modulo ``n``, so
-shards are balanced across splits and the sharding never changes a p-model (see
-:mod:`tina.zoo.finetune`).
+The zoo has two parts: ``train`` (the training tasks' p-models, all that Tina learns from) and
+``eval`` (the validation and test tasks', which only the evaluation and the diagnostics read),
+so that Tina trains while the second part fine-tunes. Shard ``i`` of ``n`` of a part holds
+every task of that part whose position in its rows is ``i`` modulo ``n``; the sharding never
+changes a p-model (see :mod:`tina.zoo.finetune`).
 """
 
 from __future__ import annotations
@@ -96,18 +98,24 @@ def load_generic(path) -> Generic:
 
 
 # --------------------------------------------------------------------------- shards
-def shard_tasks(tasks: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
-    """The tasks of one shard: every ``shards``-th row of the task table."""
+ZOO_PARTS = ("train", "eval")
+"""The zoo's parts: the training tasks' p-models, then every other task's."""
+
+
+def shard_tasks(tasks: pd.DataFrame, part: str, shard: int, shards: int) -> pd.DataFrame:
+    """The tasks of one shard of one part: every ``shards``-th row of that part's tasks."""
+    if part not in ZOO_PARTS:
+        raise ValueError(f"zoo part {part!r} is none of {ZOO_PARTS}")
     if not 0 <= shard < shards:
         raise ValueError(f"shard {shard} outside 0..{shards - 1}")
-    return tasks.iloc[shard::shards]
+    training = tasks["split"] == "train"
+    return tasks[training if part == "train" else ~training].iloc[shard::shards]
 
 
 def finetune_shard(
     dataset: Dataset,
-    tasks: pd.DataFrame,
+    mine: pd.DataFrame,
     generic: Generic,
-    shard: int,
     *,
     zoo: dict,
     net: dict,
@@ -115,8 +123,7 @@ def finetune_shard(
     seed: int,
     threads: int,
 ) -> Zoo:
-    """Fine-tune the p-models of one shard from the generic model."""
-    mine = shard_tasks(tasks, shard, zoo["shards"])
+    """Fine-tune the p-models of the tasks ``mine`` (a shard) from the generic model."""
     spec = NetSpec(net["arch"], k, head_only=net["head_only"])
     params, meta = finetune_pmodels(
         dataset,
