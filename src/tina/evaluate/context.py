@@ -88,6 +88,11 @@ class EvalContext:
             raise ValueError("the zoo holds no p-model of a training task")
         return self.zoo.params[train], self.zoo.classes[train]
 
+    @property
+    def device(self) -> torch.device:
+        """Where Tina samples and the generated nets are scored."""
+        return next(self.tina.model.parameters()).device
+
     def body(self) -> Tensor | None:
         """The generic body that head-only nets run on (None for full nets)."""
         if not self.tina.spec.head_only:
@@ -97,12 +102,18 @@ class EvalContext:
     def score(self, params: Tensor, tasks: pd.DataFrame) -> Tensor:
         """Accuracy ``[T]`` of nets ``params [T, P]`` on the test images of ``tasks``."""
         data = self.dataset
-        return score(params, tasks, data.test_images, data.test_labels, self.tina.spec, self.body())
+        return score(
+            params.to(self.device), tasks, data.test_images, data.test_labels, self.tina.spec,
+            self.body(),
+        )  # fmt: skip
 
     def score_val(self, params: Tensor, tasks: pd.DataFrame) -> Tensor:
         """Accuracy ``[T]`` on the validation images (what every choice is made on)."""
         data = self.dataset
-        return score(params, tasks, data.val_images, data.val_labels, self.tina.spec, self.body())
+        return score(
+            params.to(self.device), tasks, data.val_images, data.val_labels, self.tina.spec,
+            self.body(),
+        )  # fmt: skip
 
 
 def generate(
@@ -141,10 +152,11 @@ def task_slots(labels: Tensor, class_ids: Sequence[int]) -> tuple[Tensor, Tensor
 
 
 def load_image_embedder(tina: Tina, encoder: dict, projection_path: str | Path) -> ImageEmbedder:
-    """Image prompts in Tina's prompt space (:func:`tina.prompts.load_image_embedder`)."""
-    codec = tina.codec
+    """Image prompts in Tina's prompt space (:func:`tina.prompts.load_image_embedder`), run
+    on the device Tina samples on."""
+    codec, device = tina.codec, next(tina.model.parameters()).device
     return image_route(
-        encoder, projection_path, codec.generic, codec.spec_all, tina.model.prompt_dim
+        encoder, projection_path, codec.generic, codec.spec_all, tina.model.prompt_dim, device
     )
 
 
