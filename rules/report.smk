@@ -29,10 +29,9 @@ rule make_tables:
         experiment="|".join(report_experiments()),
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("make_tables")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("make_tables"),
     params:
         experiment="{experiment}",
     message:
@@ -59,10 +58,9 @@ rule make_figures:
         experiment="|".join(report_experiments()),
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("make_figures")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("make_figures"),
     params:
         experiment="{experiment}",
         caption=experiment_caption,
@@ -116,10 +114,9 @@ rule make_summary:
         f"{RESULTS}/benchmarks/make_summary/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("make_summary")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("make_summary"),
     params:
         run="{run}",
         benchmarks=f"{RESULTS}/benchmarks",
@@ -146,10 +143,9 @@ rule aggregate_seeds:
         f"{SEEDS}/benchmarks/aggregate_seeds/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("aggregate_seeds")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("aggregate_seeds"),
     params:
         seeds=[f"s{seed}" for seed in config["seeds"]],
         rounds=4000,

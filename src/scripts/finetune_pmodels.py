@@ -1,6 +1,7 @@
 """Rule finetune_pmodels: fine-tune the p-models of one shard of the task table."""
 
 from tina.data import load_dataset
+from tina.device import pick_device
 from tina.io import run_step
 from tina.tasks import read_tasks
 from tina.zoo.store import finetune_shard, load_generic, save_shard
@@ -15,6 +16,7 @@ def main(snakemake):
         dataset, tasks, generic, shard,
         zoo=snakemake.params.zoo, net=snakemake.params.net, k=snakemake.params.k,
         seed=snakemake.params.seed, threads=snakemake.threads,
+        device=pick_device(snakemake.params.device),
     )  # fmt: skip
     save_shard(result, snakemake.output.params, snakemake.output.meta)
 
