@@ -154,8 +154,9 @@ def evaluate_point(
 ) -> pd.DataFrame:
     """Records of Tina, the p-models and generic selection on the test-ID tasks."""
     ctx = EvalContext(
-        tina, run.dataset, run.tasks, zoo, run.embeddings, seed, EvalConfig.from_config(evaluate)
-    )
+        tina, run.dataset, run.tasks, zoo, run.embeddings, seed, EvalConfig.from_config(evaluate),
+        next(tina.model.parameters()).device,
+    )  # fmt: skip
     tasks = ctx.split("test_id").assign(setting=setting)
     records = pd.concat(
         [name_records(ctx, experiment, tasks), reference_records(ctx, experiment, tasks)],

@@ -61,6 +61,7 @@ class EvalContext:
     embeddings: dict[str, Tensor]
     seed: int
     config: EvalConfig
+    device: torch.device = torch.device("cpu")  # where Tina samples and nets are scored
 
     @property
     def k(self) -> int:
@@ -87,11 +88,6 @@ class EvalContext:
         if not bool(train.any()):
             raise ValueError("the zoo holds no p-model of a training task")
         return self.zoo.params[train], self.zoo.classes[train]
-
-    @property
-    def device(self) -> torch.device:
-        """Where Tina samples and the generated nets are scored."""
-        return next(self.tina.model.parameters()).device
 
     def body(self) -> Tensor | None:
         """The generic body that head-only nets run on (None for full nets)."""
@@ -167,7 +163,8 @@ def load_context(
     embeddings and (unless ``tina`` is given) the Tina checkpoint, whose transformer samples on
     ``device`` (the config's ``auto``, ``cpu`` or ``cuda``)."""
     tina = tina if tina is not None else load_tina(inputs.tina)
-    tina.model.to(pick_device(device))
+    chosen = pick_device(device)
+    tina.model.to(chosen)
     return EvalContext(
         tina=tina,
         dataset=load_dataset(inputs.dataset, inputs.classes),
@@ -176,4 +173,5 @@ def load_context(
         embeddings=load_embeddings(inputs.embeddings),
         seed=seed,
         config=EvalConfig.from_config(section),
+        device=chosen,
     )
