@@ -53,6 +53,18 @@ def gpus(n):
     return 0 if config["device"] == "cpu" else n
 
 
+def rule_threads(rule):
+    """Threads of a rule's jobs: the config's resources section (schema defaults per rule)."""
+    return config["resources"][rule]["threads"]
+
+
+def rule_resources(rule):
+    """Memory (mem_mb, MB) and wall time (runtime, minutes) of a rule's jobs, from the config's
+    resources section; the SLURM profile turns them into --mem and --time."""
+    section = config["resources"][rule]
+    return {"mem_mb": section["mem_mb"], "runtime": section["runtime"]}
+
+
 ENV = "../envs/tina.yaml"
 # Text embeddings are cached by content across runs (a text is never encoded twice).
 EMBEDDING_CACHE = "results/cache/embeddings"

@@ -11,10 +11,9 @@ rule prepare_data:
         f"{DATA}/benchmarks/prepare_data/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("prepare_data")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **rule_resources("prepare_data"),
     params:
         data=config["data"],
         seed=config["seed"],
@@ -36,10 +35,9 @@ rule split_tasks:
         f"{RESULTS}/benchmarks/split_tasks/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("split_tasks")
     resources:
-        mem_mb=1000,
-        runtime=5,
+        **rule_resources("split_tasks"),
     params:
         tasks=config["tasks"],
         seed=run_seed,

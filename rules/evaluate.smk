@@ -15,10 +15,10 @@ rule evaluate_baselines:
         f"{RESULTS}/benchmarks/evaluate_baselines/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("evaluate_baselines")
     resources:
-        mem_mb=3000,
-        runtime=30,
+        **rule_resources("evaluate_baselines"),
+        gpu=gpus(1),
     params:
         evaluate=config["evaluate"],
         seed=run_seed,
@@ -42,10 +42,10 @@ rule evaluate_experiment:
         experiment="|".join(EXPERIMENTS),
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("evaluate_experiment")
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **rule_resources("evaluate_experiment"),
+        gpu=gpus(1),
     params:
         experiment="{experiment}",
         evaluate=config["evaluate"],
@@ -70,10 +70,10 @@ rule evaluate_novelty:
         f"{RESULTS}/benchmarks/evaluate_novelty/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("evaluate_novelty")
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **rule_resources("evaluate_novelty"),
+        gpu=gpus(1),
     params:
         evaluate=config["evaluate"],
         seed=run_seed,
@@ -105,11 +105,10 @@ rule scale_tasks:
         n=r"\d+",
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("scale_tasks")
     resources:
-        mem_mb=4000,
+        **rule_resources("scale_tasks"),
         gpu=gpus(1),
-        runtime=60,
     params:
         evaluate=config["evaluate"],
         seed=run_seed,
@@ -144,11 +143,10 @@ rule scale_width:
         width=r"\d+",
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("scale_width")
     resources:
-        mem_mb=4000,
+        **rule_resources("scale_width"),
         gpu=gpus(1),
-        runtime=60,
     params:
         evaluate=config["evaluate"],
         seed=run_seed,
@@ -182,11 +180,10 @@ rule scale_net:
         arch=r"cnn\w+",
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("scale_net")
     resources:
-        mem_mb=4000,
+        **rule_resources("scale_net"),
         gpu=gpus(1),
-        runtime=90,
     params:
         evaluate=config["evaluate"],
         seed=run_seed,

@@ -22,10 +22,9 @@ rule make_report:
         f"{RESULTS}/benchmarks/make_report/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("make_report")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("make_report"),
     params:
         experiments=report_experiments(),
         records=report_records,
@@ -70,10 +69,9 @@ rule make_summary:
         f"{RESULTS}/benchmarks/make_summary/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("make_summary")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("make_summary"),
     params:
         run="{run}",
         benchmarks=f"{RESULTS}/benchmarks",
@@ -100,10 +98,9 @@ rule aggregate_seeds:
         f"{SEEDS}/benchmarks/aggregate_seeds/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("aggregate_seeds")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("aggregate_seeds"),
     params:
         seeds=[f"s{seed}" for seed in config["seeds"]],
         rounds=4000,

@@ -12,13 +12,14 @@ rule embed_prompts:
         f"{DATA}/benchmarks/embed_prompts/job.tsv"
     conda:
         ENV
-    threads: 2
+    threads: rule_threads("embed_prompts")
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **rule_resources("embed_prompts"),
+        gpu=gpus(1),
     params:
         encoder=config["encoder"],
         cache=EMBEDDING_CACHE,
+        device=config["device"],
     message:
         "Encoding class names and descriptions with {params.encoder[name]}"
     script:
@@ -41,13 +42,14 @@ rule fit_image_projection:
     priority: 10  # the critical path (Tina trains on image prompts): ahead of the scaling points
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("fit_image_projection")
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **rule_resources("fit_image_projection"),
+        gpu=gpus(1),
     params:
         encoder=config["encoder"],
         seed=run_seed,
+        device=config["device"],
     message:
         "Fitting the image-to-text projection on the training classes"
     script:
@@ -71,10 +73,9 @@ rule choose_grounding:
     priority: 10  # the critical path: ahead of the scaling points
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("choose_grounding")
     resources:
-        mem_mb=3000,
-        runtime=20,
+        **rule_resources("choose_grounding"),
     params:
         grounding=config["grounding"],
         shots=config["evaluate"]["shots"],
@@ -107,10 +108,9 @@ rule train_tina:
     priority: 10  # the critical path: ahead of the scaling points
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("train_tina")
     resources:
-        mem_mb=6000,
-        runtime=120,
+        **rule_resources("train_tina"),
         gpu=gpus(config["tina"]["devices"]),
     params:
         tina=config["tina"],

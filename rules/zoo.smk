@@ -17,14 +17,15 @@ rule train_generic:
     priority: 10  # the critical path: ahead of the scaling points
     conda:
         ENV
-    threads: 2
+    threads: rule_threads("train_generic")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("train_generic"),
+        gpu=gpus(1),
     params:
         generic=config["generic"],
         net=config["net"],
         seed=run_seed,
+        device=config["device"],
     message:
         "Training the generic {params.net[arch]} on the {params.generic[classes]} classes"
     script:
@@ -49,16 +50,17 @@ rule finetune_pmodels:
     priority: 10  # the critical path: ahead of the scaling points
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("finetune_pmodels")
     resources:
-        mem_mb=3000,
-        runtime=60,
+        **rule_resources("finetune_pmodels"),
+        gpu=gpus(1),
     params:
         part="train",
         zoo=config["zoo"],
         net=config["net"],
         k=config["tasks"]["k"],
         seed=run_seed,
+        device=config["device"],
     message:
         "Fine-tuning the training tasks' p-models of shard {wildcards.shard}"
     script:
@@ -82,6 +84,7 @@ use rule finetune_pmodels as finetune_eval_pmodels with:
         net=config["net"],
         k=config["tasks"]["k"],
         seed=run_seed,
+        device=config["device"],
     message:
         "Fine-tuning the validation and test tasks' p-models of shard {wildcards.shard}"
 
@@ -106,13 +109,14 @@ rule diagnose_zoo:
         f"{RESULTS}/benchmarks/diagnose_zoo/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("diagnose_zoo")
     resources:
-        mem_mb=3000,
-        runtime=30,
+        **rule_resources("diagnose_zoo"),
+        gpu=gpus(1),
     params:
         zoo=config["zoo"],
         seed=run_seed,
+        device=config["device"],
     message:
         "Probing whether the p-models' residuals are task properties that carry over"
     script:

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from tina.data import load_dataset
+from tina.device import pick_device
 from tina.diagnostics import residual_probes
 from tina.io import run_step, write_csv, write_text
 from tina.tasks import read_tasks
@@ -18,6 +19,7 @@ def main(snakemake):
         snakemake.params.zoo,
         seed=snakemake.params.seed,
         threads=snakemake.threads,
+        device=pick_device(snakemake.params.device),
     )
     write_csv(snakemake.output.table, table)
     shown = table.assign(

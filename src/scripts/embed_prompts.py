@@ -2,13 +2,15 @@
 
 import pandas as pd
 
+from tina.device import pick_device
 from tina.io import run_step
 from tina.prompts import embed_class_prompts, save_embeddings
 
 
 def main(snakemake):
     classes = pd.read_csv(snakemake.input.classes, keep_default_na=False)
-    tensors = embed_class_prompts(classes, snakemake.params.encoder, snakemake.params.cache)
+    params = snakemake.params
+    tensors = embed_class_prompts(classes, params.encoder, params.cache, pick_device(params.device))
     save_embeddings(tensors, snakemake.params.encoder, snakemake.output.embeddings)
 
 

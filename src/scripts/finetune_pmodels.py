@@ -2,6 +2,7 @@
 one part of the zoo (training tasks, or the others)."""
 
 from tina.data import load_dataset
+from tina.device import pick_device
 from tina.io import run_step
 from tina.tasks import read_tasks
 from tina.zoo.store import finetune_shard, load_generic, save_shard, shard_tasks
@@ -17,6 +18,7 @@ def main(snakemake):
         dataset, mine, generic,
         zoo=snakemake.params.zoo, net=snakemake.params.net, k=snakemake.params.k,
         seed=snakemake.params.seed, threads=snakemake.threads,
+        device=pick_device(snakemake.params.device),
     )  # fmt: skip
     save_shard(result, snakemake.output.params, snakemake.output.meta)
 

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from tina.data import load_dataset
+from tina.device import pick_device
 from tina.io import run_step
 from tina.prompts import fit_projection, load_embeddings, save_projection
 from tina.zoo.store import load_generic
@@ -16,6 +17,7 @@ def main(snakemake):
     projection, _ = fit_projection(
         dataset, split, generic.flat, generic.spec, names,
         steps=snakemake.params.encoder["projection_steps"], seed=snakemake.params.seed,
+        device=pick_device(snakemake.params.device),
     )  # fmt: skip
     save_projection(projection, snakemake.output.projection)
 

@@ -8,7 +8,8 @@ def main(snakemake):
     params = snakemake.params
     records = scale_net(
         load_run_data(
-            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"], with_zoo=False
+            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"],
+            with_zoo=False, device=params.device,
         ), snakemake.wildcards.arch,
         tina=params.tina, scaling=params.scaling, evaluate=params.evaluate, net=params.net,
         generic=params.generic, zoo=params.zoo, seed=params.seed, threads=snakemake.threads,

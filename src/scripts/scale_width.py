@@ -8,7 +8,8 @@ def main(snakemake):
     params = snakemake.params
     records = scale_width(
         load_run_data(
-            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"]
+            snakemake.input, encoder=params.encoder, shots=params.evaluate["shots"],
+            device=params.device,
         ), int(snakemake.wildcards.width),
         tina=params.tina, scaling=params.scaling, evaluate=params.evaluate, seed=params.seed,
         device=params.device,

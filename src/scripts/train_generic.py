@@ -3,6 +3,7 @@
 import pandas as pd
 
 from tina.data import load_dataset
+from tina.device import pick_device
 from tina.io import run_step
 from tina.zoo.store import save_generic, train_generic_model
 
@@ -10,8 +11,9 @@ from tina.zoo.store import save_generic, train_generic_model
 def main(snakemake):
     dataset = load_dataset(snakemake.input.dataset, snakemake.input.classes)
     split = pd.read_csv(snakemake.input.class_split, keep_default_na=False)
+    params = snakemake.params
     generic, report = train_generic_model(
-        dataset, split, snakemake.params.net, snakemake.params.generic, snakemake.params.seed
+        dataset, split, params.net, params.generic, params.seed, pick_device(params.device)
     )
     save_generic(generic, report, snakemake.output.model, snakemake.output.report)
 

@@ -133,8 +133,12 @@ def train_hypernetwork(
     *,
     steps: int,
     seed: int,
+    device: torch.device | str = "cpu",
 ) -> TinaTransformer:
     """Tina's architecture trained to map prompts straight to the code (MSE, no noise).
+
+    It trains on ``device`` and comes back there; batches are drawn and grounded on the CPU and
+    moved, so the draws do not depend on the device.
 
     Its prompts are class names on Tina's name grounding; like Tina's ``unknown`` prompts, a
     share :data:`UNKNOWN_SHARE` of the slots withhold their own row (the name mixture), so it
@@ -151,7 +155,7 @@ def train_hypernetwork(
             heads=cfg.heads,
             chunk_size=cfg.chunk_size,
             use_base=cfg.residual,
-        )
+        ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     run_cfg = dataclasses.replace(cfg, steps=steps, prompt_dropout=0.0)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -167,8 +171,9 @@ def train_hypernetwork(
         zeros = torch.zeros_like(target)
         t = torch.zeros(len(idx), dtype=torch.long)
         base_in = base / tina.codec.std if cfg.residual else None
-        pred = model(zeros, t, prompts, mask, base_in)
-        weight = loss_weight(mask, tina.spec)
+        inputs = (zeros, t, prompts, mask, base_in)
+        pred = model(*(None if x is None else x.to(device) for x in inputs))
+        target, weight = target.to(device), loss_weight(mask, tina.spec).to(device)
         loss = ((pred - target) ** 2 * weight).sum() / weight.sum()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, run_cfg)
@@ -189,5 +194,7 @@ def hypernetwork_predict(model: TinaTransformer, tina: Tina, classes: Tensor, cl
     zeros = torch.zeros(len(classes), tina.spec.num_params)
     t = torch.zeros(len(classes), dtype=torch.long)
     base_in = base / tina.codec.std if tina.config.residual else None
-    code = model(zeros, t, prompts, mask, base_in)
+    device = next(model.parameters()).device
+    inputs = (zeros, t, prompts, mask, base_in)
+    code = model(*(None if x is None else x.to(device) for x in inputs)).cpu()
     return zero_padding(tina.codec.decode(code, base), mask, tina.spec)

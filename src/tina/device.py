@@ -3,11 +3,15 @@
 The config chooses ``device: auto | cpu | cuda`` (``auto`` = the GPU when torch sees one) and
 ``tina.precision: fp32 | bf16 | fp16``. Mixed precision applies on CUDA only: on the CPU every
 step runs in float32, so a CPU run is the same whatever precision the config names.
+
+A step that picks a GPU also asks torch for reproducible CUDA (:func:`reproducible_cuda`); the
+CPU is left as it is, so CPU results do not change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -16,11 +20,21 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def reproducible_cuda() -> None:
+    """Seeded CUDA runs as reproducible as torch allows: deterministic algorithms (an op that
+    has none runs anyway and logs a warning) and cuBLAS's fixed workspace. cuBLAS reads
+    ``CUBLAS_WORKSPACE_CONFIG`` when it starts, so this runs before the first GPU operation; a
+    value already in the environment is kept."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def pick_device(pref: str = "auto", index: int = 0) -> torch.device:
     """The device a step runs on: ``cuda:<index>`` when asked for or available, else the CPU.
 
     ``pref`` is ``auto`` (a GPU when torch sees one), ``cpu`` or ``cuda`` (a GPU, or an error
-    that says why there is none). ``index`` picks the GPU (a process's local rank).
+    that says why there is none). ``index`` picks the GPU (a process's local rank). Picking a
+    GPU makes CUDA reproducible (:func:`reproducible_cuda`).
     """
     if pref not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, not {pref!r}")
@@ -40,6 +54,7 @@ def pick_device(pref: str = "auto", index: int = 0) -> torch.device:
             f"GPU {index} was asked for but torch sees {count} GPU(s) (CUDA_VISIBLE_DEVICES="
             "limits them); lower tina.devices or give the job more GPUs"
         )
+    reproducible_cuda()
     return torch.device("cuda", index)
 
 

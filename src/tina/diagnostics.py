@@ -79,8 +79,10 @@ def residual_probes(
     seeds: int = 3,
     scales: tuple[float, ...] = (0.5, 1.0),
     threads: int = 1,
+    device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
-    """The probes above as a table (one row per probe; see the module docstring)."""
+    """The probes above as a table (one row per probe; see the module docstring); nets are
+    fine-tuned and scored on ``device``."""
     val = tasks[tasks["split"] == "val"].reset_index(drop=True)
     if val.empty:
         raise ValueError("the task table has no validation tasks: raise tasks.n_val")
@@ -94,7 +96,7 @@ def residual_probes(
         )
 
     def accuracy(params: Tensor) -> Tensor:
-        return score(params, val, *dataset.scoring_images("val"), spec, frozen)
+        return score(params.to(device), val, *dataset.scoring_images("val"), spec, frozen)
 
     def finetune(run_seed: int, run_spec=spec) -> Tensor:
         params, _ = finetune_pmodels(
@@ -102,6 +104,7 @@ def residual_probes(
             steps=zoo_section["steps"], lr=zoo_section["lr"],
             batch_size=zoo_section["batch_size"], seed=run_seed, chunk=zoo_section["chunk"],
             threads=threads, progress=False, augment_mode=zoo_section["augment"],
+            device=device,
         )  # fmt: skip
         return params
 

@@ -298,7 +298,13 @@ def task_accuracy(
     nets_per_pass: int = 16,
     images_per_pass: int = 128,
 ) -> Tensor:
-    """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``."""
+    """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``.
+
+    The nets run on the device of ``flat`` (``images`` may stay on the CPU: each pass moves
+    its batch); the accuracies come back on the CPU.
+    """
+    device = flat.device
+    body = None if body is None else body.to(device)
     plans = [slot_index(labels, ids) for ids in classes]
     longest = max(len(index) for index, _ in plans)
     if min(len(index) for index, _ in plans) == 0:
@@ -313,9 +319,10 @@ def task_accuracy(
         for b in range(0, longest, images_per_pass):
             items = slice(b, b + images_per_pass)
             batch = images[index[nets, items].reshape(-1)]
-            batch = batch.reshape(*index[nets, items].shape, *images.shape[1:])
-            logits = mask_padding(forward(flat[nets], batch, spec, body=body), classes[nets])
-            hits = (logits.argmax(-1) == slots[nets, items]) & counted[nets, items]
+            batch = batch.reshape(*index[nets, items].shape, *images.shape[1:]).to(device)
+            logits = forward(flat[nets], batch, spec, body=body)
+            logits = mask_padding(logits, classes[nets].to(device))
+            hits = (logits.argmax(-1).cpu() == slots[nets, items]) & counted[nets, items]
             correct[nets] += hits.sum(dim=1)
     return correct / counted.sum(dim=1)
 

@@ -46,10 +46,19 @@ def cache_path(cache_dir: str | Path, encoder_name: str) -> Path:
     return Path(cache_dir) / f"{safe}.safetensors"
 
 
-def embed_texts(texts: list[str], encoder_cfg: dict, cache_dir: str | Path | None) -> Tensor:
-    """Embeddings ``[n, D]`` of ``texts``, encoding only those the cache does not hold."""
+def embed_texts(
+    texts: list[str],
+    encoder_cfg: dict,
+    cache_dir: str | Path | None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Embeddings ``[n, D]`` of ``texts``, encoding only those the cache does not hold (on
+    ``device``; the embeddings come back on the CPU)."""
     encoder = load_encoder(
-        encoder_cfg["name"], path=encoder_cfg["path"], allow_download=encoder_cfg["allow_download"]
+        encoder_cfg["name"],
+        path=encoder_cfg["path"],
+        allow_download=encoder_cfg["allow_download"],
+        device=device,
     )
     if cache_dir is None:
         return encoder.encode_text(texts)
@@ -60,13 +69,16 @@ def embed_texts(texts: list[str], encoder_cfg: dict, cache_dir: str | Path | Non
     return out
 
 
-def embed_class_prompts(classes: pd.DataFrame, encoder_cfg: dict, cache_dir) -> dict[str, Tensor]:
-    """Name and description embeddings of every class, in class-id order."""
+def embed_class_prompts(
+    classes: pd.DataFrame, encoder_cfg: dict, cache_dir, device: torch.device | str = "cpu"
+) -> dict[str, Tensor]:
+    """Name and description embeddings of every class, in class-id order (encoded on
+    ``device``)."""
     names = classes["name"].astype(str).tolist()
     descriptions = classes["description"].astype(str).tolist()
     has_description = torch.tensor([bool(d.strip()) for d in descriptions])
     texts = names + [d if d.strip() else n for d, n in zip(descriptions, names, strict=True)]
-    emb = embed_texts(texts, encoder_cfg, cache_dir)
+    emb = embed_texts(texts, encoder_cfg, cache_dir, device)
     n = len(names)
     log.info(
         "%d classes, %d with a description, embedding dim %d",
@@ -229,25 +241,28 @@ def fit_image_projection(
     batch_size: int = 256,
     seed: int = 0,
     hidden: int = 256,
+    device: torch.device | str = "cpu",
 ) -> tuple[ImageProjection, list[dict]]:
     """Fit an :class:`ImageProjection` contrastively on the images of ``train_classes`` only.
 
     Each image's projection is pulled towards its class's text embedding and pushed from the
     other training classes' (InfoNCE over the training classes, learnable temperature). Images of
     other classes are dropped before anything is computed, so they cannot influence the fit.
-    Returns the projection (in eval mode) and a log of ``step, loss, accuracy, temperature``.
+    It trains on ``device`` (batches drawn on the CPU and moved). Returns the projection (in
+    eval mode, on the CPU) and a log of ``step, loss, accuracy, temperature``.
     """
     _check_fit_inputs(features, labels, class_text_emb, train_classes)
     classes = torch.tensor(sorted(set(train_classes)))
     keep = torch.isin(labels, classes)
     if not keep.any():
         raise ValueError("no image belongs to a training class: nothing to fit the projection on")
-    x = features[keep].float()
-    target_index = torch.searchsorted(classes, labels[keep])
-    targets = F.normalize(class_text_emb[classes].float(), dim=-1)
+    x = features[keep].float().to(device)
+    target_index = torch.searchsorted(classes, labels[keep]).to(device)
+    targets = F.normalize(class_text_emb[classes].float(), dim=-1).to(device)
 
     generator = torch.Generator().manual_seed(seed)
     projection = ImageProjection(x.shape[1], targets.shape[1], hidden, generator=generator)
+    projection.to(device)
     projection.feature_mean.copy_(x.mean(0))
     projection.feature_std.copy_(x.std(0, unbiased=False).clamp(min=1e-6))
     optimizer = torch.optim.AdamW(projection.parameters(), lr=lr, weight_decay=1e-4)
@@ -256,7 +271,7 @@ def fit_image_projection(
     history = []
     projection.train()
     for step in range(1, steps + 1):
-        idx = torch.randint(x.shape[0], (batch,), generator=generator)
+        idx = torch.randint(x.shape[0], (batch,), generator=generator).to(device)
         scale = projection.logit_scale.exp().clamp(max=100.0)
         logits = scale * projection(x[idx]) @ targets.T
         loss = F.cross_entropy(logits, target_index[idx])
@@ -280,7 +295,7 @@ def fit_image_projection(
         history[-1]["loss"],
         history[-1]["accuracy"],
     )
-    return projection.eval(), history
+    return projection.cpu().eval(), history
 
 
 def save_projection(projection: ImageProjection, path: str | Path) -> None:
@@ -309,11 +324,14 @@ def load_projection(path: str | Path) -> ImageProjection:
     return projection.eval()
 
 
-def generic_features(generic: Tensor, spec_all: NetSpec, images_uint8: Tensor) -> Tensor:
-    """Pooled features of the generic net's body (the image features MiniLM prompts use)."""
-    body = split_body(generic, spec_all)[0]
+def generic_features(
+    generic: Tensor, spec_all: NetSpec, images_uint8: Tensor, device: torch.device | str = "cpu"
+) -> Tensor:
+    """Pooled features of the generic net's body (the image features MiniLM prompts use),
+    computed on ``device`` and returned on the CPU."""
+    body = split_body(generic, spec_all)[0].to(device)
     out = [
-        features(body, to_float(images_uint8[i : i + 4096]), spec_all)
+        features(body, to_float(images_uint8[i : i + 4096]).to(device), spec_all).cpu()
         for i in range(0, len(images_uint8), 4096)
     ]
     return torch.cat(out)
@@ -327,12 +345,14 @@ def fit_projection(
     name_emb: Tensor,
     steps: int,
     seed: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[ImageProjection, list]:
-    """Fit the image projection on the training images of the seen classes only."""
+    """Fit the image projection on the training images of the seen classes only, on
+    ``device``."""
     seen = split.loc[split["seen"], "class_id"].astype(int).tolist()
-    feats = generic_features(generic, spec_all, dataset.train_images)
+    feats = generic_features(generic, spec_all, dataset.train_images, device)
     projection, history = fit_image_projection(
-        feats, dataset.train_labels, name_emb, seen, steps=steps, seed=seed
+        feats, dataset.train_labels, name_emb, seen, steps=steps, seed=seed, device=device
     )
     if history:
         log.info(
@@ -354,8 +374,10 @@ def image_embedder(
     projection: Callable[[], ImageProjection],
     generic: Tensor,
     spec_all: NetSpec,
+    device: torch.device | str = "cpu",
 ) -> ImageEmbedder:
-    """The image-prompt route: class images (uint8) to prompts in the encoder's space.
+    """The image-prompt route: class images (uint8) to prompts in the encoder's space (the
+    image tower or the generic body runs on ``device``; prompts come back on the CPU).
 
     An encoder with an image tower (CLIP) encodes the images itself; for one without (MiniLM),
     ``projection()`` loads the fitted :class:`ImageProjection` (it is called only then), which
@@ -373,19 +395,27 @@ def image_embedder(
 
     @torch.inference_mode()
     def projected(images_uint8: Tensor) -> Tensor:
-        return fitted(generic_features(generic, spec_all, images_uint8))
+        return fitted(generic_features(generic, spec_all, images_uint8, device))
 
     return projected
 
 
 def load_image_embedder(
-    encoder: dict, projection_path: str | Path, generic: Tensor, spec_all: NetSpec, prompt_dim: int
+    encoder: dict,
+    projection_path: str | Path,
+    generic: Tensor,
+    spec_all: NetSpec,
+    prompt_dim: int,
+    device: torch.device | str = "cpu",
 ) -> ImageEmbedder:
-    """The run's image-prompt route (:func:`image_embedder`) from its files: the ``encoder``
-    config section (loaded only if its image tower is used) and, for an encoder without one,
-    the fitted projection at ``projection_path``, which must map to ``prompt_dim``."""
+    """The run's image-prompt route (:func:`image_embedder`, on ``device``) from its files: the
+    ``encoder`` config section (loaded only if its image tower is used) and, for an encoder
+    without one, the fitted projection at ``projection_path``, which must map to ``prompt_dim``."""
     prompt_encoder = LazyEncoder(
-        encoder["name"], path=encoder["path"], allow_download=encoder["allow_download"]
+        encoder["name"],
+        path=encoder["path"],
+        allow_download=encoder["allow_download"],
+        device=device,
     )
 
     def projection() -> ImageProjection:
@@ -397,4 +427,4 @@ def load_image_embedder(
             )
         return fitted
 
-    return image_embedder(prompt_encoder, projection, generic, spec_all)
+    return image_embedder(prompt_encoder, projection, generic, spec_all, device)

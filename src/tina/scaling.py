@@ -77,10 +77,13 @@ class RunData:
     zoo: Zoo | None = None
 
 
-def load_run_data(inputs, *, encoder: dict, shots: Sequence[int], with_zoo: bool = True) -> RunData:
+def load_run_data(
+    inputs, *, encoder: dict, shots: Sequence[int], with_zoo: bool = True, device: str = "cpu"
+) -> RunData:
     """Read the files named by a scaling rule's ``inputs`` (``zoo`` too when ``with_zoo``):
     the training images' prompts come from the main run's image route (``encoder``,
-    ``inputs.projection`` over ``inputs.generic``), whatever net a point trains."""
+    ``inputs.projection`` over ``inputs.generic``, run on ``device``: the config's ``auto``,
+    ``cpu`` or ``cuda``), whatever net a point trains."""
     dataset = load_dataset(inputs.dataset, inputs.classes)
     embeddings = load_embeddings(inputs.embeddings)
     generic = load_generic(inputs.generic)
@@ -96,6 +99,7 @@ def load_run_data(inputs, *, encoder: dict, shots: Sequence[int], with_zoo: bool
             generic,
             embeddings["names"].shape[1],
             dataset.train_images,
+            pick_device(device),
         ),  # fmt: skip
         shots=tuple(shots),
     )
@@ -150,8 +154,9 @@ def evaluate_point(
 ) -> pd.DataFrame:
     """Records of Tina, the p-models and generic selection on the test-ID tasks."""
     ctx = EvalContext(
-        tina, run.dataset, run.tasks, zoo, run.embeddings, seed, EvalConfig.from_config(evaluate)
-    )
+        tina, run.dataset, run.tasks, zoo, run.embeddings, seed, EvalConfig.from_config(evaluate),
+        next(tina.model.parameters()).device,
+    )  # fmt: skip
     tasks = ctx.split("test_id").assign(setting=setting)
     records = pd.concat(
         [name_records(ctx, experiment, tasks), reference_records(ctx, experiment, tasks)],
@@ -201,21 +206,24 @@ def scale_width(
 
 def net_zoo(
     run: RunData, arch: str, *, net: dict, generic: dict, zoo: dict, cfg: ScalingConfig,
-    seed: int, threads: int = 1,
+    seed: int, threads: int = 1, device: str = "cpu",
 ) -> tuple[Generic, Zoo]:  # fmt: skip
     """A generic model of ``arch`` and p-models of the first ``net_tasks`` training tasks and
-    of every test-ID task, trained like the main zoo but for the scaling step counts."""
+    of every test-ID task, trained like the main zoo but for the scaling step counts, on
+    ``device`` (the config's ``auto``, ``cpu`` or ``cuda``)."""
     tasks = run.tasks
     train = tasks[tasks["split"] == "train"].head(cfg.net_tasks)
     chosen = pd.concat([train, tasks[tasks["split"] == "test_id"]], ignore_index=True)
     net_cfg = {**net, "arch": arch}
+    chosen_device = pick_device(device)
     model, report = train_generic_model(
-        run.dataset, run.class_split, net_cfg, {**generic, "steps": cfg.net_generic_steps}, seed
-    )
+        run.dataset, run.class_split, net_cfg, {**generic, "steps": cfg.net_generic_steps}, seed,
+        chosen_device,
+    )  # fmt: skip
     point_zoo = finetune_shard(
         run.dataset, chosen, model,
         zoo={**zoo, "steps": cfg.net_zoo_steps}, net=net_cfg,
-        k=int(tasks["k"].max()), seed=seed, threads=threads,
+        k=int(tasks["k"].max()), seed=seed, threads=threads, device=chosen_device,
     )  # fmt: skip
     log.info(
         "%s: %d parameters, generic test accuracy %s, %d p-models",
@@ -234,8 +242,9 @@ def scale_net(
     """Scaling point: generated nets of architecture ``arch``, from their own generic and zoo."""
     cfg = ScalingConfig.from_config(scaling)
     model, point_zoo = net_zoo(
-        run, arch, net=net, generic=generic, zoo=zoo, cfg=cfg, seed=seed, threads=threads
-    )
+        run, arch, net=net, generic=generic, zoo=zoo, cfg=cfg, seed=seed, threads=threads,
+        device=device,
+    )  # fmt: skip
     trained = train_point(
         train_data(run, model, point_zoo), _tina_config(tina, cfg), seed, device,
         tina.get("precision", "fp32"),

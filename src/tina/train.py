@@ -388,8 +388,9 @@ def train_tina_stage(
     embeddings = load_embeddings(inputs.embeddings)
     generic = load_generic(inputs.generic)
     bank = image_prompt_bank(
-        encoder, inputs.projection, generic, embeddings["names"].shape[1], dataset.train_images
-    )
+        encoder, inputs.projection, generic, embeddings["names"].shape[1], dataset.train_images,
+        dist.device if dist is not None else torch.device(device or "cpu"),
+    )  # fmt: skip
     data = load_train_data(
         dataset, tasks, embeddings, generic, load_zoo(list(inputs.zoo)),
         load_settings(inputs.grounding), bank, shots=shots, class_split=class_split,

@@ -124,12 +124,15 @@ def load_train_data(
 
 
 def image_prompt_bank(
-    encoder: dict, projection_path, generic: Generic, prompt_dim: int, images: Tensor
-) -> Tensor:
+    encoder: dict, projection_path, generic: Generic, prompt_dim: int, images: Tensor,
+    device: torch.device | str = "cpu",
+) -> Tensor:  # fmt: skip
     """The image prompt ``[N, D]`` of every image through the run's image route
     (:func:`tina.prompts.load_image_embedder`: the encoder's image tower, or the projection of
-    ``generic``'s features)."""
-    embed = load_image_embedder(encoder, projection_path, generic.flat, generic.spec, prompt_dim)
+    ``generic``'s features), run on ``device``."""
+    embed = load_image_embedder(
+        encoder, projection_path, generic.flat, generic.spec, prompt_dim, device
+    )
     return embed_images(embed, images)
 
 

@@ -61,6 +61,7 @@ class EvalContext:
     embeddings: dict[str, Tensor]
     seed: int
     config: EvalConfig
+    device: torch.device = torch.device("cpu")  # where Tina samples and nets are scored
 
     @property
     def k(self) -> int:
@@ -97,12 +98,18 @@ class EvalContext:
     def score(self, params: Tensor, tasks: pd.DataFrame) -> Tensor:
         """Accuracy ``[T]`` of nets ``params [T, P]`` on the test images of ``tasks``."""
         data = self.dataset
-        return score(params, tasks, data.test_images, data.test_labels, self.tina.spec, self.body())
+        return score(
+            params.to(self.device), tasks, data.test_images, data.test_labels, self.tina.spec,
+            self.body(),
+        )  # fmt: skip
 
     def score_val(self, params: Tensor, tasks: pd.DataFrame) -> Tensor:
         """Accuracy ``[T]`` on the validation images (what every choice is made on)."""
         data = self.dataset
-        return score(params, tasks, data.val_images, data.val_labels, self.tina.spec, self.body())
+        return score(
+            params.to(self.device), tasks, data.val_images, data.val_labels, self.tina.spec,
+            self.body(),
+        )  # fmt: skip
 
 
 def generate(
@@ -141,10 +148,11 @@ def task_slots(labels: Tensor, class_ids: Sequence[int]) -> tuple[Tensor, Tensor
 
 
 def load_image_embedder(tina: Tina, encoder: dict, projection_path: str | Path) -> ImageEmbedder:
-    """Image prompts in Tina's prompt space (:func:`tina.prompts.load_image_embedder`)."""
-    codec = tina.codec
+    """Image prompts in Tina's prompt space (:func:`tina.prompts.load_image_embedder`), run
+    on the device Tina samples on."""
+    codec, device = tina.codec, next(tina.model.parameters()).device
     return image_route(
-        encoder, projection_path, codec.generic, codec.spec_all, tina.model.prompt_dim
+        encoder, projection_path, codec.generic, codec.spec_all, tina.model.prompt_dim, device
     )
 
 
@@ -155,7 +163,8 @@ def load_context(
     embeddings and (unless ``tina`` is given) the Tina checkpoint, whose transformer samples on
     ``device`` (the config's ``auto``, ``cpu`` or ``cuda``)."""
     tina = tina if tina is not None else load_tina(inputs.tina)
-    tina.model.to(pick_device(device))
+    chosen = pick_device(device)
+    tina.model.to(chosen)
     return EvalContext(
         tina=tina,
         dataset=load_dataset(inputs.dataset, inputs.classes),
@@ -164,4 +173,5 @@ def load_context(
         embeddings=load_embeddings(inputs.embeddings),
         seed=seed,
         config=EvalConfig.from_config(section),
+        device=chosen,
     )

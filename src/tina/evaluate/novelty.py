@@ -58,17 +58,19 @@ def predictions(
 ) -> tuple[Tensor, Tensor]:
     """Predicted slots ``[m, n]`` of nets ``[m, P]`` of one task, and the true slots ``[n]``.
 
-    The task's test items are the images whose label is one of ``class_ids`` (prompt order);
-    padding slots of nets with more slots than classes are never predicted.
+    The nets run on their device; the predictions come back on the CPU. The task's test items
+    are the images whose label is one of ``class_ids`` (prompt order); padding slots of nets
+    with more slots than classes are never predicted.
     """
     index, truth = task_slots(labels, class_ids)
     if len(index) == 0:
         raise ValueError(f"no test images of the task's classes {list(class_ids)}")
-    task_images = to_float(images[index])
+    task_images = to_float(images[index]).to(nets.device)
     batch = task_images.unsqueeze(0).expand(len(nets), *task_images.shape)
+    body = None if body is None else body.to(nets.device)
     logits = forward(nets.float(), batch, spec, body=body)
     logits[..., len(class_ids) :] = float("-inf")
-    return logits.argmax(-1), truth
+    return logits.argmax(-1).cpu(), truth
 
 
 def nearest(queries: Tensor, bank: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +98,15 @@ def novelty_rows(
     spec: NetSpec,
     body: Tensor | None = None,
     sample: int = 0,
+    device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
-    """Novelty records of ``nets [T, P]`` (one per task), each compared with its partner."""
+    """Novelty records of ``nets [T, P]`` (one per task), each compared with its partner; the
+    nets' predictions run on ``device``."""
     distance, cosine = nearest(nets, bank)
     rows = []
     for t, ids in enumerate(class_ids):
         pred, truth = predictions(
-            torch.stack([nets[t], partners[t]]), ids, images, labels, spec, body
+            torch.stack([nets[t], partners[t]]).to(device), ids, images, labels, spec, body
         )
         rows.append(
             {
@@ -145,6 +149,7 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
                 bank,
                 *test_args,
                 sample=sample,
+                device=ctx.device,
             )
         )
 
@@ -164,6 +169,7 @@ def evaluate_novelty(ctx: EvalContext) -> pd.DataFrame:
                 sources,
                 bank,
                 *test_args,
+                device=ctx.device,
             )
         )
     records = pd.concat(frames, ignore_index=True)

@@ -185,8 +185,9 @@ def evaluate_baselines(ctx: EvalContext) -> pd.DataFrame:
     ridge = Ridge(ctx.tina.codec, names, ctx.tina.known, alpha=ctx.config.ridge_alpha)
     ridge.fit(params, classes)
     hypernetwork = train_hypernetwork(
-        ctx.tina, params, classes, names, steps=ctx.config.hypernetwork_steps, seed=ctx.seed
-    )
+        ctx.tina, params, classes, names, steps=ctx.config.hypernetwork_steps, seed=ctx.seed,
+        device=ctx.device,
+    )  # fmt: skip
     predictors = {
         "retrieval": lambda: retrieve(query, params, classes, names, ctx.tina.spec),
         "ridge": lambda: ridge.predict(query),

@@ -12,6 +12,10 @@ a sum of per-task losses and Adam works elementwise, so on one thread a task's p
 bit-identical whichever tasks share its chunk or shard (a chunk of one runs as two copies, to
 take the grouped code path). On several threads the result is reproducible for the same chunk
 composition only.
+
+Both stages run on a ``device`` (a GPU, or the CPU by default). Every random draw (initial
+parameters, mini-batches, augmentations) is made on the CPU and the draws are moved, so a seed
+draws the same numbers on any device; the trained parameters come back on the CPU.
 """
 
 from __future__ import annotations
@@ -119,8 +123,10 @@ def train_generic(
     test_labels: Tensor | None = None,
     progress: bool = True,
     augment_mode: str = "none",
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, dict]:
-    """Train the generic net on the images of ``class_ids``; return ``(flat [P_all], log)``.
+    """Train the generic net on the images of ``class_ids`` on ``device``; return
+    ``(flat [P_all], log)``, the parameters on the CPU.
 
     The head has a row for each of ``num_classes_total`` classes; the softmax runs over
     ``class_ids`` only, so the rows of the other classes keep their seeded initial values.
@@ -136,12 +142,14 @@ def train_generic(
     index, slots = slot_index(labels, classes)
     if len(index) == 0:
         raise ValueError("no training images belong to class_ids")
-    x_train = to_float(images[index])
-    flat = init_params(spec_all, seeding.generator(seed, "generic-init")).requires_grad_()
+    x_train = to_float(images[index]).to(device)
+    flat = init_params(spec_all, seeding.generator(seed, "generic-init")).to(device)
+    flat.requires_grad_()
     optimizer = torch.optim.Adam([flat], lr=lr)
     generator = seeding.generator(seed, "generic-batches")
     batches = _epoch_batches(len(index), steps, batch_size, generator)
     draws = draw_augment(batches.shape, generator)
+    batches, draws, classes, slots = (t.to(device) for t in (batches, draws, classes, slots))
     losses, start = [], time.perf_counter()
     for step in progress_bar(range(steps), desc="generic", disable=not progress):
         _cosine_lr(optimizer, lr, step, steps, warmup=max(1, steps // 50))
@@ -154,7 +162,7 @@ def train_generic(
         optimizer.step()
         losses.append(loss.item())
     seconds = time.perf_counter() - start
-    flat = flat.detach()
+    flat = flat.detach().cpu()
     curve = torch.tensor(losses)
     tenth = max(1, steps // 10)
     last, before = curve[-tenth:].mean(), curve[-2 * tenth : -tenth].mean()
@@ -166,12 +174,14 @@ def train_generic(
         "num_classes": len(classes),
         "loss_curve": [round(float(c.mean()), 4) for c in curve.tensor_split(min(20, steps))],
         "plateau": round(float((before - last) / before), 4) if steps >= 20 else None,
-        "train_acc": _generic_accuracy(flat, x_train, slots, classes, spec_all),
+        "train_acc": _generic_accuracy(flat.to(device), x_train, slots, classes, spec_all),
     }
     if test_images is not None and test_labels is not None:
-        test_index, test_slots = slot_index(test_labels, classes)
-        x_test = to_float(test_images[test_index])
-        report["test_acc"] = _generic_accuracy(flat, x_test, test_slots, classes, spec_all)
+        test_index, test_slots = slot_index(test_labels, classes.cpu())
+        x_test = to_float(test_images[test_index]).to(device)
+        report["test_acc"] = _generic_accuracy(
+            flat.to(device), x_test, test_slots.to(device), classes, spec_all
+        )
     log.info(
         "generic: %d steps in %.1f s, loss %.3f, accuracy %.3f train / %s test (%d-way)",
         steps,
@@ -264,7 +274,8 @@ def _finetune_chunk(
     seed: int,
     augment_mode: str,
 ) -> Tensor:
-    """Fine-tune nets ``init [T, P]`` of tasks ``classes [T, k]`` together; return ``[T, P]``."""
+    """Fine-tune nets ``init [T, P]`` of tasks ``classes [T, k]`` together, on the device of
+    ``init`` (and of the trunk); return ``[T, P]`` there."""
     plans = []
     for ids, task_id in zip(classes, task_ids, strict=True):
         index, slots = slot_index(labels, ids)
@@ -274,8 +285,9 @@ def _finetune_chunk(
         order = _epoch_batches(len(index), steps, batch_size, generator)
         plans.append((index[order], slots[order], draw_augment(order.shape, generator)))
     batch_index, batch_slots, batch_draws = (
-        torch.stack(p, dim=1) for p in zip(*plans, strict=True)
+        torch.stack(p, dim=1).to(init.device) for p in zip(*plans, strict=True)
     )
+    classes = classes.to(init.device)
     flat = init.clone().requires_grad_()
     optimizer = torch.optim.Adam([flat], lr=lr)
     for step in range(steps):
@@ -306,6 +318,7 @@ def finetune_pmodels(
     threads: int = 1,
     progress: bool = True,
     augment_mode: str = "none",
+    device: torch.device | str = "cpu",
 ) -> tuple[Tensor, pd.DataFrame]:
     """Fine-tune one p-model per task from the generic model with classifier selection.
 
@@ -313,17 +326,17 @@ def finetune_pmodels(
     task trains on its classes' training images (labels are slots in prompt order) and is scored
     on the images of its split (:meth:`tina.data.Dataset.scoring_images`: validation tasks on
     the validation images, the others on the test images), padding slots masked. ``chunk``
-    tasks train at once on ``threads`` threads. Returns ``params [T, P]`` (float32, in the order
-    of ``tasks``) and a table with ``task_id``, ``acc_pmodel``, ``acc_generic`` (classifier
-    selection) and ``seconds_per_model`` (wall time of the chunk, selection and scoring
-    included, per task).
+    tasks train at once on ``device`` (on ``threads`` threads on the CPU). Returns ``params
+    [T, P]`` (float32, on the CPU, in the order of ``tasks``) and a table with ``task_id``,
+    ``acc_pmodel``, ``acc_generic`` (classifier selection) and ``seconds_per_model`` (wall time
+    of the chunk, selection and scoring included, per task).
     """
     set_threads(threads)
     spec_all = spec_of_generic(generic_flat, spec)
-    body = split_body(generic_flat, spec_all)[0] if spec.head_only else None
+    body = split_body(generic_flat, spec_all)[0].to(device) if spec.head_only else None
     classes = task_classes(tasks, spec.num_classes)
     task_ids = tasks["task_id"].tolist()
-    trunk = _Trunk(to_float(dataset.train_images), spec, body)
+    trunk = _Trunk(to_float(dataset.train_images).to(device), spec, body)
     splits = tasks["split"].tolist() if "split" in tasks else ["test"] * len(tasks)
     scoring = {split: dataset.scoring_images(split) for split in set(splits)}
     scoring = {split: (to_float(images), labels) for split, (images, labels) in scoring.items()}
@@ -335,6 +348,7 @@ def finetune_pmodels(
         if len(ids) == 1:  # two copies take the grouped-convolution path of larger chunks
             ids, tids = ids.repeat(2, 1), tids * 2
         init = torch.stack([select_classifier(generic_flat, c, spec_all, spec, seed) for c in ids])
+        init = init.to(device)
         tuned = _finetune_chunk(
             init, ids, tids, trunk, dataset.train_labels,
             steps=steps, lr=lr, batch_size=batch_size, seed=seed, augment_mode=augment_mode,
@@ -351,7 +365,7 @@ def finetune_pmodels(
                     tuned[:n][own], ids[:n][own], images, labels, spec, body
                 )
         seconds = (time.perf_counter() - tic) / n
-        params.append(tuned[:n])
+        params.append(tuned[:n].cpu())
         for i in range(n):
             rows.append((tids[i], float(acc_pmodel[i]), float(acc_generic[i]), round(seconds, 4)))
     meta = pd.DataFrame(rows, columns=["task_id", "acc_pmodel", "acc_generic", "seconds_per_model"])

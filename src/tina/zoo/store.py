@@ -55,9 +55,14 @@ def _metadata(path) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- generic
 def train_generic_model(
-    dataset: Dataset, split: pd.DataFrame, net: dict, section: dict, seed: int
+    dataset: Dataset,
+    split: pd.DataFrame,
+    net: dict,
+    section: dict,
+    seed: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[Generic, dict]:
-    """Train the generic net on the seen classes (or all, by config)."""
+    """Train the generic net on the seen classes (or all, by config) on ``device``."""
     classes = split["class_id"].astype(int)
     if section["classes"] == "seen":
         classes = classes[split["seen"].to_numpy(dtype=bool)]
@@ -76,6 +81,7 @@ def train_generic_model(
         test_images=dataset.test_images,
         test_labels=dataset.test_labels,
         augment_mode=section["augment"],
+        device=device,
     )
     trained = torch.zeros(n, dtype=torch.bool)
     trained[torch.as_tensor(classes.to_numpy().copy())] = True
@@ -122,8 +128,10 @@ def finetune_shard(
     k: int,
     seed: int,
     threads: int,
+    device: torch.device | str = "cpu",
 ) -> Zoo:
-    """Fine-tune the p-models of the tasks ``mine`` (a shard) from the generic model."""
+    """Fine-tune the p-models of the tasks ``mine`` (a shard) from the generic model on
+    ``device``."""
     spec = NetSpec(net["arch"], k, head_only=net["head_only"])
     params, meta = finetune_pmodels(
         dataset,
@@ -137,6 +145,7 @@ def finetune_shard(
         chunk=zoo["chunk"],
         threads=threads,
         augment_mode=zoo["augment"],
+        device=device,
     )
     info = mine[["task_id", "split", "k", "n_unseen", "group", "class_ids"]].reset_index(drop=True)
     meta = info.merge(meta, on="task_id", how="left", validate="one_to_one")
