@@ -384,35 +384,35 @@ def hypernetwork_cost(sizes: Sizes) -> StageCost:
     return StageCost("hypernetwork baseline", work, step.flops * steps, params, memory)
 
 
-def sampling_work(sizes: Sizes) -> dict[str, tuple[int, int, int]]:
-    """Per experiment: ``(tasks, samples, steps)``, whose product times the guidance passes
-    is its forward passes of one prompt (descriptions: at most every test task)."""
+def sampling_work(sizes: Sizes) -> dict[str, tuple[int, int, int, int]]:
+    """Per experiment: ``(tasks, settings, samples, steps)``: each of its ``settings`` samples
+    ``tasks`` prompts in one batch (descriptions: at most every test task)."""
     ev, tasks = sizes.config["evaluate"], sizes.tasks
     samples, steps = ev["samples"], ev["ddim_steps"]
     test = tasks["test_id"] + tasks["test_ood"]
     sampler_tasks = min(ev["sampler_tasks"] or tasks["test_id"], tasks["test_id"])
     sampler_steps = sizes.config["tina"]["timesteps"] + sum(ev["ddim_compare"])
     return {
-        "names": (test, samples, steps),
-        "descriptions": (test * 3, samples, steps),  # names, descriptions, mixed
-        "image_prompts": (test * len(ev["shots"]), samples, steps),
-        "kway": (tasks["test_kway"] + tasks["test_id"], samples, steps),
-        "unseen": (test, samples, steps),
-        "order": (tasks["test_id"] * ev["orders"], samples, steps),
-        "sampler": (sampler_tasks, 1, sampler_steps),  # DDPM's T steps + each DDIM count
-        "novelty": (tasks["test_id"], samples, steps),
+        "names": (test, 1, samples, steps),
+        "descriptions": (test, 3, samples, steps),  # names, descriptions, mixed
+        "image_prompts": (test, len(ev["shots"]), samples, steps),
+        "kway": (tasks["test_kway"] + tasks["test_id"], 1, samples, steps),
+        "unseen": (test, 1, samples, steps),
+        "order": (tasks["test_id"], ev["orders"], samples, steps),
+        "sampler": (sampler_tasks, 1, 1, sampler_steps),  # DDPM's T steps + each DDIM count
+        "novelty": (tasks["test_id"], 1, samples, steps),
     }
 
 
 def sampling_costs(sizes: Sizes) -> list[StageCost]:
-    """Tina sampling per experiment: all of an experiment's tasks in one batch, fp32."""
+    """Tina sampling per experiment (fp32): memory of one batch, FLOPs of every pass."""
     shape = sizes.shape()
     one, params = per_prompt_pass(shape), tina_params(shape)
     out = []
-    for experiment, (tasks, samples, steps) in sampling_work(sizes).items():
+    for experiment, (tasks, settings, samples, steps) in sampling_work(sizes).items():
         memory = _memory(params, one.activations * tasks, "fp32", train=False, ema=False)
-        passes = tasks * samples * steps * _guidance(sizes)
-        work = f"{tasks} tasks x {samples} samples x {steps} steps"
+        passes = tasks * settings * samples * steps * _guidance(sizes)
+        work = f"{tasks} tasks x {settings} settings x {samples} samples x {steps} steps"
         out.append(StageCost(f"sampling: {experiment}", work, one.flops * passes, params, memory))
     return out
 
