@@ -27,3 +27,8 @@ rule all:
 rule seeds:
     input:
         rules.aggregate_seeds.output,
+
+
+rule cost:
+    input:
+        expand(rules.estimate_cost.output.table, run=config["run"]),

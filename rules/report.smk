@@ -108,3 +108,26 @@ rule aggregate_seeds:
         "Pooling seeds {config[seeds]}: claims with 95% intervals"
     script:
         "../src/scripts/aggregate_seeds.py"
+
+
+# Not part of `all`: its CPU column is timed on the machine that runs it (not reproducible
+# byte for byte), so `snakemake cost` asks for it.
+rule estimate_cost:
+    output:
+        table=f"{RESULTS}/tables/cost.md",
+    log:
+        f"{RESULTS}/logs/estimate_cost.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/estimate_cost/job.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        config=config,
+    message:
+        "Estimating each stage's FLOPs, memory and hours"
+    script:
+        "../src/scripts/estimate_cost.py"

@@ -129,6 +129,24 @@ def test_preflight_checks_openmoji_class_budget():
         check_resources(config)
 
 
+@pytest.mark.parametrize(
+    ("dataset", "tasks", "message"),
+    [
+        ("openmoji", {"grouped": False}, "openmoji has no superclasses"),
+        ("cifar100", {"grouped": True}, "exclude each other.*grouped: false"),
+        ("cifar100", {"grouped": False, "k": 21}, "cifar100 has 20 superclasses"),
+    ],
+)
+def test_superclass_tasks_need_a_data_set_with_superclasses(dataset, tasks, message):
+    config = with_change("data.dataset", dataset)
+    config["tasks"].update(tasks, superclasses=True, n_kway=0, n_test_ood=0)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+    ok = with_change("data.dataset", "cifar100")
+    ok["tasks"].update(superclasses=True, grouped=False)
+    assert validate_config(ok)["tasks"]["superclasses"] is True
+
+
 def test_preflight_names_a_missing_dataset_root(tmp_path):
     from tina.preflight import check_resources
 

@@ -296,6 +296,36 @@ def test_cifar100_reads_pickles(tmp_path, wordnet_root):
         data.prepare_dataset("cifar100", class_names=["a", "b"], **kwargs)
     full = data.prepare_dataset("cifar100", image_size=32, max_classes=2, **kwargs)
     check_dataset(full, n_classes=2, n_train=10, n_test=4, size=32)
+    assert "superclass" not in ds.classes.columns  # meta without coarse_label_names
+
+
+def test_cifar100_superclasses_join_the_class_table(tmp_path, wordnet_root):
+    """Each fine class's coarse label name (its superclass) is a column of the class table,
+    saved and loaded with it."""
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    names, coarse = ["apple", "aquarium_fish", "baby", "bear"], [1, 0, 2, 1]
+    for part, per_class in (("train", 4), ("test", 2)):
+        labels = np.tile(np.arange(4), per_class)
+        batch = {
+            "data": label_images(labels, (3, 32, 32)).reshape(len(labels), 3072).copy(),
+            "fine_labels": labels.tolist(),
+            "coarse_labels": [coarse[i] for i in labels],
+        }
+        (folder / part).write_bytes(pickle.dumps(batch))
+    meta = {"fine_label_names": names, "coarse_label_names": ["fish", "fruit", "people"]}
+    (folder / "meta").write_bytes(pickle.dumps(meta))
+    kwargs = dict(root=tmp_path, image_size=8, wordnet_root=wordnet_root)
+    ds = data.prepare_dataset("cifar100", max_classes=3, **kwargs)
+    assert ds.classes["superclass"].tolist() == ["fruit", "fish", "people"]
+    data.save_dataset(ds, tmp_path / "d.safetensors", tmp_path / "classes.csv")
+    loaded = data.load_dataset(tmp_path / "d.safetensors", tmp_path / "classes.csv")
+    assert loaded.classes["superclass"].tolist() == ["fruit", "fish", "people"]
+    batch = pickle.loads((folder / "test").read_bytes())
+    batch["coarse_labels"][0] = 2  # fine class 0 in two superclasses
+    (folder / "test").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match="fine class 0 has two coarse labels"):
+        data.prepare_dataset("cifar100", **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,15 @@ CIFAR_NAMES = [
     "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
     "caterpillar", "cattle",
 ]  # fmt: skip
+# Their coarse labels (superclasses), and the 20 coarse label names, as the real files have them.
+CIFAR_COARSE = [4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11]
+CIFAR_COARSE_NAMES = [
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- fake data sets
@@ -56,14 +65,14 @@ def write_cifar100(root: Path, per_class: tuple[int, int] = (12, 6), seed: int =
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    meta = {"fine_label_names": CIFAR_NAMES, "coarse_label_names": ["all"]}
+    meta = {"fine_label_names": CIFAR_NAMES, "coarse_label_names": CIFAR_COARSE_NAMES}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     for part, n in zip(("train", "test"), per_class, strict=True):
         labels = np.repeat(np.arange(len(CIFAR_NAMES)), n)
         batch = {
             "filenames": [f"{part}_{i}.png" for i in range(len(labels))],
             "fine_labels": labels.tolist(),
-            "coarse_labels": [0] * len(labels),
+            "coarse_labels": [CIFAR_COARSE[i] for i in labels],
             "data": class_images(labels, 32, rng).reshape(len(labels), -1),
         }
         (folder / part).write_bytes(pickle.dumps(batch, protocol=2))

@@ -176,3 +176,68 @@ def test_fresh_tasks_never_repeat_a_held_out_set():
     only_g1 = TaskDrawer(drawer.pools, drawer.task_pool[1:], 5, every_set)
     with pytest.raises(ValueError, match="held-out"):
         only_g1.draw(5, torch.Generator())
+
+
+# --------------------------------------------------------------------------- superclasses
+def make_superclass_classes(n_superclasses=6, per_superclass=5):
+    """Classes in superclasses s0, s1, ... (CIFAR-100: 20 of 5), all in one WordNet group."""
+    n = n_superclasses * per_superclass
+    return pd.DataFrame(
+        {
+            "class_id": range(n),
+            "name": [f"c{i}" for i in range(n)],
+            "group": "g",
+            "superclass": [f"s{i // per_superclass}" for i in range(n)],
+        }
+    )
+
+
+SUPERCLASS_SECTION = dict(
+    SECTION, grouped=False, superclasses=True, k=4, ood_unseen=[1, 4], n_train=40
+)
+
+
+def test_superclass_tasks_take_each_class_from_another_superclass():
+    split, tasks = split_tasks(make_superclass_classes(), SUPERCLASS_SECTION, seed=0)
+    # one unseen class per superclass of 5 (round(0.25 * 5) = 1): every superclass keeps 4 seen
+    assert (~split["seen"]).groupby(split["superclass"]).sum().tolist() == [1] * 6
+    superclass_of = dict(zip(split["class_id"], split["superclass"], strict=True))
+    unseen = set(split.loc[~split["seen"], "class_id"])
+    for ids, n_unseen in zip(class_ids(tasks), tasks["n_unseen"], strict=True):
+        assert len({superclass_of[i] for i in ids}) == len(ids)
+        assert len(set(ids) & unseen) == n_unseen
+    assert set(tasks["group"]) == {"superclasses"}
+    assert len(set(sets_of(tasks, "train"))) == 40
+    again = split_tasks(make_superclass_classes(), SUPERCLASS_SECTION, seed=0)[1]
+    pd.testing.assert_frame_equal(tasks, again)
+
+
+def test_superclass_capacity_is_exact_and_its_limit_a_clear_error():
+    from tina.tasks import spread_capacity
+
+    # 3 pools of (2 seen, 1 unseen): 2 seen from 2 pools: 3 pairs x 2 x 2; 1 seen + 1 unseen
+    # from two different pools: 3 x 2 ordered pool pairs x 2 x 1
+    assert spread_capacity([(2, 1)] * 3, 2, 0) == 12
+    assert spread_capacity([(2, 1)] * 3, 1, 1) == 12
+    assert spread_capacity([(2, 1)] * 3, 4, 0) == 0
+    section = dict(SUPERCLASS_SECTION, k=7)  # 7 classes from 6 superclasses
+    with pytest.raises(ValueError, match="one class per superclass, 6 superclasses"):
+        split_tasks(make_superclass_classes(), section, seed=0)
+
+
+def test_superclasses_need_the_column_and_no_grouping():
+    with pytest.raises(ValueError, match="no superclass column"):
+        split_tasks(make_classes(), SUPERCLASS_SECTION, seed=0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        split_tasks(make_superclass_classes(), dict(SUPERCLASS_SECTION, grouped=True), seed=0)
+
+
+def test_fresh_tasks_of_superclass_runs_spread_over_superclasses():
+    split, tasks = split_tasks(make_superclass_classes(), SUPERCLASS_SECTION, seed=0)
+    drawn = TaskDrawer.from_tables(split, tasks).draw(200, torch.Generator().manual_seed(0))
+    superclass_of = dict(zip(split["class_id"], split["superclass"], strict=True))
+    seen = set(split.loc[split["seen"], "class_id"])
+    held_out = set(sets_of(tasks, "val") + sets_of(tasks, "test_id"))
+    for ids in drawn.tolist():
+        assert len({superclass_of[i] for i in ids}) == 4 and set(ids) <= seen
+        assert frozenset(ids) not in held_out

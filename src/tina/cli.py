@@ -8,6 +8,8 @@
     tina generate --run results/default --classes "llama, coconut" --out m.safetensors \\
         --images shots/   # shots/llama/*.png, shots/coconut/*.png
     tina predict --model llama.safetensors photo1.jpg photo2.png
+    tina cost --configfile config/paper/cifar100.yaml --markdown   # FLOPs, memory, hours
+    tina cost --configfile config/config.yaml --check   # measured vs predicted CPU steps
 
 ``generate`` prints one summary line; ``predict`` prints ``path<TAB>class name`` per image. A bad
 request or a missing or corrupt file prints one line ``tina: error: ...`` on stderr and exits
@@ -70,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--model", required=True, help="model file written by `tina generate`")
     pred.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+
+    cost = commands.add_parser(
+        "cost",
+        help="expected cost of a config's stages",
+        description="FLOPs, parameters, peak memory and GPU/CPU hours of each stage (tina.cost).",
+    )
+    cost.add_argument("--configfile", required=True, help="config YAML, e.g. config/config.yaml")
+    cost.add_argument("--markdown", action="store_true", help="print the Markdown table")
+    cost.add_argument(
+        "--check", action="store_true", help="time a few real steps here: measured vs predicted"
+    )
     return parser
 
 
@@ -100,6 +113,24 @@ def _predict(args: argparse.Namespace) -> None:
         print(f"{path}\t{name}")
 
 
+def _cost(args: argparse.Namespace) -> None:
+    from tina.config import load_config
+    from tina.cost import cost_markdown, cost_rows, stage_costs
+    from tina.cost_check import check, cpu_throughput
+
+    config = load_config(args.configfile)
+    if args.check:
+        for row in check(config):
+            print("\t".join(f"{key}={value}" for key, value in row.items()))
+        return
+    costs, throughput = stage_costs(config), cpu_throughput()
+    if args.markdown:
+        print(cost_markdown(config["run"], costs, throughput))
+        return
+    for row in cost_rows(costs, throughput):
+        print("\t".join(row.values()))
+
+
 def _quiet_libraries() -> None:
     """No progress bars or advisory warnings from transformers while loading an encoder."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -112,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         _quiet_libraries()
-        {"generate": _generate, "predict": _predict}[args.command](args)
+        {"generate": _generate, "predict": _predict, "cost": _cost}[args.command](args)
     except (TinaError, _UsageError, FileNotFoundError, ValueError) as err:
         print(f"tina: error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR

@@ -25,6 +25,8 @@ KNOWN_CLASS_COUNTS = {
     "tiny_imagenet": 200,
     "medmnist_npz": 11,
 }
+# Superclasses of the data sets that have them (CIFAR-100's coarse labels).
+SUPERCLASS_COUNTS = {"cifar100": 20}
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,8 @@ def check_semantics(config: dict) -> None:
             f"invalid config: tina.functional_tasks = {tina['functional_tasks']} does not split "
             f"over tina.devices = {tina['devices']}: make it a multiple of it"
         )
+    if tasks["superclasses"]:
+        check_superclasses(data["dataset"], tasks)
     n_classes = KNOWN_CLASS_COUNTS.get(data["dataset"])
     if data["dataset"] == "medmnist_npz" and data.get("class_names"):
         n_classes = len(data["class_names"])
@@ -112,6 +116,25 @@ def check_semantics(config: dict) -> None:
         n_classes = min(n_classes or data["max_classes"], data["max_classes"])
     if n_classes is not None:
         check_class_budget(tasks, n_classes)
+
+
+def check_superclasses(dataset: str, tasks: dict) -> None:
+    """Tasks drawn one class per superclass need a data set with at least k superclasses."""
+    if dataset not in SUPERCLASS_COUNTS:
+        raise ConfigError(
+            f"invalid config: tasks.superclasses: {dataset} has no superclasses (only "
+            f"{', '.join(SUPERCLASS_COUNTS)} has); set tasks.superclasses: false"
+        )
+    if tasks["grouped"]:
+        raise ConfigError(
+            "invalid config: tasks.superclasses and tasks.grouped exclude each other (a task "
+            "from one group, or one class from each of k superclasses): set tasks.grouped: false"
+        )
+    if tasks["k"] > SUPERCLASS_COUNTS[dataset]:
+        raise ConfigError(
+            f"invalid config: tasks.k = {tasks['k']} classes from different superclasses, but "
+            f"{dataset} has {SUPERCLASS_COUNTS[dataset]} superclasses"
+        )
 
 
 def check_class_budget(tasks: dict, n_classes: int) -> None:

@@ -41,6 +41,7 @@ log = logging.getLogger("tina.data")
 DATASETS = ("openmoji", "fashion_mnist", "cifar100", "caltech101", "tiny_imagenet", "medmnist_npz")
 AUGMENT_LEVELS = ("none", "mild", "strong")
 CLASS_COLUMNS = ("class_id", "name", "source", "group", "description")
+SUPERCLASS_COLUMN = "superclass"  # in the class table of data sets with superclasses (CIFAR-100)
 # The tensors of a data set file: images and labels of each image set.
 TENSORS = tuple(f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels"))
 
@@ -64,7 +65,7 @@ class Dataset:
     val_labels: torch.Tensor  # int64 [V]
     test_images: torch.Tensor  # uint8 [M, 3, H, W]
     test_labels: torch.Tensor  # int64 [M]
-    classes: pd.DataFrame  # class_id, name, source, group, description
+    classes: pd.DataFrame  # class_id, name, source, group, description (, superclass)
 
     @property
     def n_classes(self) -> int:
@@ -135,6 +136,8 @@ def prepare_dataset(
     names = _class_names(loaded.names, class_names, dataset)
     n_kept = len(names) if max_classes is None else min(max_classes, len(names))
     classes = _class_table(names[:n_kept], loaded.sources[:n_kept], request.wordnet, descriptions)
+    if loaded.superclasses is not None:
+        classes[SUPERCLASS_COLUMN] = loaded.superclasses[:n_kept]
     train, val = split_validation(loaded.train_labels, val_fraction, seed)
     result = Dataset(
         train_images=loaded.train_images[train],
@@ -177,9 +180,11 @@ def split_validation(
 
 
 def save_dataset(ds: Dataset, tensors_path: str | Path, classes_path: str | Path) -> None:
-    """Write the images and labels (safetensors) and the class table (CSV), atomically."""
+    """Write the images and labels (safetensors) and the class table (CSV), atomically; the
+    table has a ``superclass`` column where the data set has superclasses."""
     save_tensors(tensors_path, {name: getattr(ds, name) for name in TENSORS})
-    write_csv(classes_path, ds.classes.loc[:, list(CLASS_COLUMNS)])
+    extra = [SUPERCLASS_COLUMN] if SUPERCLASS_COLUMN in ds.classes.columns else []
+    write_csv(classes_path, ds.classes.loc[:, list(CLASS_COLUMNS) + extra])
 
 
 def load_dataset(tensors_path: str | Path, classes_path: str | Path) -> Dataset:
@@ -193,7 +198,14 @@ def load_dataset(tensors_path: str | Path, classes_path: str | Path) -> Dataset:
         )
     classes = pd.read_csv(
         classes_path,
-        dtype={"class_id": "int64", "name": str, "source": str, "group": str, "description": str},
+        dtype={
+            "class_id": "int64",
+            "name": str,
+            "source": str,
+            "group": str,
+            "description": str,
+            SUPERCLASS_COLUMN: str,
+        },  # fmt: skip
         keep_default_na=False,
     )
     return Dataset(classes=classes, **tensors)

@@ -28,6 +28,7 @@ class Loaded:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+    superclasses: list[str] | None = None  # each class's superclass, where the data set has them
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def _array_split(
     sources: list[str],
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
+    superclasses: list[str] | None = None,
 ) -> Loaded:
     n_kept = kept_classes(len(names), request.max_classes)
     train_x, train_y = _select(
@@ -105,6 +106,7 @@ def _array_split(
         train_labels=train_y.long(),
         test_images=to_rgb_size(test_x, request.image_size),
         test_labels=test_y.long(),
+        superclasses=superclasses,
     )
 
 
@@ -135,16 +137,37 @@ def _unpickle(path: Path) -> dict:
 
 
 def load_cifar100(request: LoadRequest) -> Loaded:
-    """CIFAR-100 (fine labels) from the pickles of ``cifar-100-python``."""
+    """CIFAR-100 (fine labels, each with its superclass) from the pickles of
+    ``cifar-100-python``."""
     folder = cifar_dir(request.root)
-    labels = _unpickle(folder / "meta")["fine_label_names"]
-    splits = []
+    meta = _unpickle(folder / "meta")
+    labels = meta["fine_label_names"]
+    splits, batches = [], []
     for part in ("train", "test"):
         batch = _unpickle(folder / part)
         images = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         splits.append((images, torch.as_tensor(batch["fine_labels"], dtype=torch.long)))
+        batches.append(batch)
     names = [prompt_name(label) for label in labels]
-    return _array_split(request, names, list(labels), *splits)
+    superclasses = cifar_superclasses(batches, meta)
+    return _array_split(request, names, list(labels), *splits, superclasses=superclasses)
+
+
+def cifar_superclasses(batches: list[dict], meta: dict) -> list[str] | None:
+    """Each fine class's superclass (its coarse label's name) from the pickles' ``fine_labels``
+    and ``coarse_labels`` and the meta's ``coarse_label_names``; None when the files have none."""
+    if "coarse_label_names" not in meta or not all("coarse_labels" in b for b in batches):
+        return None
+    coarse: dict[int, int] = {}
+    for batch in batches:
+        for fine, label in zip(batch["fine_labels"], batch["coarse_labels"], strict=True):
+            if coarse.setdefault(int(fine), int(label)) != int(label):
+                raise ValueError(f"CIFAR-100 fine class {fine} has two coarse labels")
+    names = meta["coarse_label_names"]
+    missing = [i for i in range(len(meta["fine_label_names"])) if i not in coarse]
+    if missing:
+        raise ValueError(f"CIFAR-100 fine classes {missing[:5]} have no images, so no superclass")
+    return [names[coarse[i]] for i in range(len(meta["fine_label_names"]))]
 
 
 def load_medmnist_npz(request: LoadRequest) -> Loaded:
