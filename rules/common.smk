@@ -184,7 +184,7 @@ def report_records(wildcards):
 
 
 def report_files():
-    """The outputs of rule make_report, by name: each experiment's table (CSV flagged for the
+    """The outputs of make_report by name; each experiment's table (CSV flagged for the
     report, Markdown) and figure (PNG flagged, SVG)."""
     files = {}
     for name in report_experiments():

@@ -121,10 +121,9 @@ rule estimate_cost:
         f"{RESULTS}/benchmarks/estimate_cost/job.tsv"
     conda:
         ENV
-    threads: 1
+    threads: rule_threads("estimate_cost")
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **rule_resources("estimate_cost"),
     params:
         config=config,
     message:

@@ -44,7 +44,7 @@ FORMER_CONSTANTS = {
     "evaluate_baselines": (1, 3000, 30), "evaluate_experiment": (1, 3000, 20),
     "evaluate_novelty": (1, 3000, 20), "scale_tasks": (1, 4000, 60),
     "scale_width": (1, 4000, 60), "scale_net": (1, 4000, 90), "make_report": (1, 2000, 10),
-    "make_summary": (1, 2000, 10),
+    "make_summary": (1, 2000, 10), "estimate_cost": (1, 2000, 10),
     "aggregate_seeds": (1, 2000, 10),
 }  # fmt: skip
 
