@@ -12,7 +12,9 @@ from tina.nets import (
     forward,
     init_params,
     permute_classes,
+    shared_body,
     split_body,
+    task_accuracy,
     unflatten,
 )
 
@@ -126,6 +128,27 @@ def test_head_only_forward_uses_frozen_body():
     assert torch.allclose(features(body[0], images[0], full), net.features(images[0]), atol=1e-6)
     with pytest.raises(ValueError, match="body="):
         forward(heads, images, head_spec)
+
+
+def test_nets_that_share_a_body_score_from_features_computed_once(monkeypatch):
+    """Scoring nets with one body (selection, imprinting) computes each image's features once;
+    the accuracies equal those of the batched path that runs every net on every image."""
+    spec = NetSpec("cnn5k", 4)
+    gen = torch.Generator().manual_seed(3)
+    flat = _nets(spec, 1).repeat(6, 1)
+    flat[:, spec.body_size :] = torch.randn(6, spec.num_params - spec.body_size, generator=gen)
+    images = _images(60)
+    labels = torch.arange(12).repeat_interleave(5)
+    classes = torch.stack([torch.randperm(12, generator=gen)[:4] for _ in range(6)])
+    classes[0, 3] = -1  # a padded task
+    assert torch.equal(shared_body(flat, spec), flat[0, : spec.body_size])
+    once = task_accuracy(flat, classes, images, labels, spec, None)
+    monkeypatch.setattr("tina.nets.shared_body", lambda flat, spec: None)
+    batched = task_accuracy(flat, classes, images, labels, spec, None)
+    assert torch.equal(once, batched) and once.std() > 0
+    other = flat.clone()
+    other[1, 0] += 1e-3  # one net's own body: no shared body
+    assert shared_body(other, spec) is None
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -287,6 +287,15 @@ def mask_padding(logits: Tensor, classes: Tensor) -> Tensor:
     return logits.masked_fill((classes < 0).unsqueeze(1), float("-inf"))
 
 
+def shared_body(flat: Tensor, spec: NetSpec) -> Tensor | None:
+    """The body ``[P_body]`` that every net of ``flat [T, P]`` has, or None where they differ
+    (nets that are the generic body under their own head rows: selection, imprinting)."""
+    if spec.head_only:
+        return None
+    bodies = flat[:, : spec.body_size]
+    return bodies[0] if bool((bodies == bodies[0]).all()) else None
+
+
 @torch.no_grad()
 def task_accuracy(
     flat: Tensor,
@@ -300,11 +309,13 @@ def task_accuracy(
 ) -> Tensor:
     """Accuracy ``[T]`` of nets ``flat [T, P]`` on the images of their tasks ``classes [T, k]``.
 
-    The nets run on the device of ``flat`` (``images`` may stay on the CPU: each pass moves
-    its batch); the accuracies come back on the CPU.
+    Nets with one body (head-only nets on ``body``, or full nets that share theirs) compute
+    each image's features once, however many tasks score it; other nets run as a batch. The
+    nets run on the device of ``flat`` (``images`` may stay on the CPU: each pass moves its
+    batch); the accuracies come back on the CPU.
     """
     device = flat.device
-    body = None if body is None else body.to(device)
+    body = shared_body(flat, spec) if body is None else body.to(device)
     plans = [slot_index(labels, ids) for ids in classes]
     longest = max(len(index) for index, _ in plans)
     if min(len(index) for index, _ in plans) == 0:
@@ -313,6 +324,10 @@ def task_accuracy(
     index = torch.stack([torch.cat([i, i[:1].expand(longest - len(i))]) for i, _ in plans])
     slots = torch.stack([torch.cat([s, s[:1].expand(longest - len(s))]) for _, s in plans])
     counted = torch.arange(longest) < torch.tensor([len(i) for i, _ in plans]).unsqueeze(1)
+    if body is not None:
+        logits = _shared_body_logits(flat, body, images, index, spec)
+        hits = (mask_padding(logits, classes.to(device)).argmax(-1).cpu() == slots) & counted
+        return hits.sum(dim=1) / counted.sum(dim=1)
     correct = torch.zeros(len(classes))
     for t in range(0, len(classes), nets_per_pass):
         nets = slice(t, t + nets_per_pass)
@@ -325,6 +340,20 @@ def task_accuracy(
             hits = (logits.argmax(-1).cpu() == slots[nets, items]) & counted[nets, items]
             correct[nets] += hits.sum(dim=1)
     return correct / counted.sum(dim=1)
+
+
+def _shared_body_logits(
+    flat: Tensor, body: Tensor, images: Tensor, index: Tensor, spec: NetSpec, chunk: int = 2048
+) -> Tensor:
+    """Logits ``[T, N, k]`` of the heads of ``flat [T, P]`` on the features that ``body``
+    gives the images ``index [T, N]``, each distinct image's features computed once."""
+    used, where = index.unique(return_inverse=True)
+    head_spec = spec.with_classes(spec.num_classes, head_only=True)
+    feats = torch.cat([
+        features(body, images[part].to(flat.device), head_spec) for part in used.split(chunk)
+    ])  # fmt: skip
+    head = unflatten(flat[:, spec.head_offset :], head_spec)
+    return _head(head, feats[where.to(flat.device)])
 
 
 def score(
