@@ -284,15 +284,18 @@ class Sizes:
         n = min(n, data["max_classes"] or n)
         return cls(config, n, PROMPT_DIMS[encoder.split(":")[0]])
 
-    def spec(self, arch: str | None = None) -> NetSpec:
+    def spec(self, arch: str | None = None, head_only: bool = False) -> NetSpec:
+        """The net ``arch`` (default: the config's) with k head rows; ``head_only``: its head."""
         net = self.config["net"]
-        return NetSpec(arch or net["arch"], self.config["tasks"]["k"])
+        return NetSpec(arch or net["arch"], self.config["tasks"]["k"], head_only)
 
     def tina_cfg(self, **changes) -> TinaConfig:
         return TinaConfig.from_config({**self.config["tina"], **changes})
 
     def shape(self, arch: str | None = None, **changes) -> TinaShape:
-        return TinaShape.of(self.spec(arch), self.prompt_dim, self.tina_cfg(**changes))
+        """Tina generating the config's nets (only their heads under ``net.head_only``)."""
+        spec = self.spec(arch, self.config["net"]["head_only"])
+        return TinaShape.of(spec, self.prompt_dim, self.tina_cfg(**changes))
 
 
 def _memory(params: int, activations: float, precision: str, *, train: bool, ema: bool):
@@ -324,7 +327,9 @@ def zoo_cost(
     sizes: Sizes, n_tasks: int | None = None, arch: str | None = None, steps: int | None = None,
     shards: int | None = None,
 ) -> StageCost:  # fmt: skip
-    """Every p-model, fine-tuned ``zoo.chunk`` at a time (one grouped computation), Adam."""
+    """Every p-model, fine-tuned ``zoo.chunk`` at a time (one grouped computation), Adam. A
+    head-only zoo is counted as full nets: an upper bound (its heads train on cached body
+    features)."""
     section, size = sizes.config["zoo"], sizes.config["data"]["image_size"]
     n_tasks = sum(sizes.tasks.values()) if n_tasks is None else n_tasks
     steps, shards = steps or section["steps"], shards or section["shards"]
@@ -362,7 +367,8 @@ def tina_cost(
     flops = step.flops * devices
     if cfg.functional_weight > 0:
         size = sizes.config["data"]["image_size"]
-        flops += cnn_step(shape.spec, batch, cfg.functional_images, size).flops
+        # the decoded nets as full nets (a head-only net's frozen body counted in its step)
+        flops += cnn_step(sizes.spec(arch), batch, cfg.functional_images, size).flops
     kinds = sum(1 for rate in cfg.prompt_kinds.values() if rate > 0)
     evaluations = math.ceil(steps / cfg.eval_every)
     passes = evaluations * sizes.tasks["val"] * kinds * cfg.eval_sampler_steps * _guidance(sizes)
@@ -404,17 +410,21 @@ def sampling_work(sizes: Sizes) -> dict[str, tuple[int, int, int, int]]:
     }
 
 
-def sampling_costs(sizes: Sizes) -> list[StageCost]:
-    """Tina sampling per experiment (fp32): memory of one batch, FLOPs of every pass."""
+def sampling_cost(sizes: Sizes, experiment: str) -> StageCost:
+    """Tina sampling for one experiment of :func:`sampling_work` (fp32): memory of one batch,
+    FLOPs of every pass."""
+    tasks, settings, samples, steps = sampling_work(sizes)[experiment]
     shape = sizes.shape()
     one, params = per_prompt_pass(shape), tina_params(shape)
-    out = []
-    for experiment, (tasks, settings, samples, steps) in sampling_work(sizes).items():
-        memory = _memory(params, one.activations * tasks, "fp32", train=False, ema=False)
-        passes = tasks * settings * samples * steps * _guidance(sizes)
-        work = f"{tasks} tasks x {settings} settings x {samples} samples x {steps} steps"
-        out.append(StageCost(f"sampling: {experiment}", work, one.flops * passes, params, memory))
-    return out
+    memory = _memory(params, one.activations * tasks, "fp32", train=False, ema=False)
+    passes = tasks * settings * samples * steps * _guidance(sizes)
+    work = f"{tasks} tasks x {settings} settings x {samples} samples x {steps} steps"
+    return StageCost(f"sampling: {experiment}", work, one.flops * passes, params, memory)
+
+
+def sampling_costs(sizes: Sizes) -> list[StageCost]:
+    """Tina sampling per experiment (:func:`sampling_cost` of each)."""
+    return [sampling_cost(sizes, experiment) for experiment in sampling_work(sizes)]
 
 
 def _with_evaluation(point: StageCost, sizes: Sizes, shape: TinaShape) -> StageCost:
@@ -424,17 +434,31 @@ def _with_evaluation(point: StageCost, sizes: Sizes, shape: TinaShape) -> StageC
     return replace(point, flops=point.flops + per_prompt_pass(shape).flops * passes)
 
 
-def scaling_costs(sizes: Sizes) -> list[StageCost]:
-    """Each scaling point: Tina trained for ``scaling.steps`` (and, for a net point, its own
-    generic model and zoo), then sampled on the test-ID tasks."""
-    sc, out = sizes.config["scaling"], []
-    steps = sc["steps"]
-    for n in sc["tasks"]:
-        point = tina_cost(sizes, f"scaling: tasks={n}", steps)
-        out.append(_with_evaluation(point, sizes, sizes.shape()))
-    for width in sc["widths"]:
+def scale_tasks_costs(sizes: Sizes) -> list[StageCost]:
+    """Each point of the task-count curve: Tina trained for ``scaling.steps`` on that many
+    training p-models, then sampled on the test-ID tasks."""
+    steps = sizes.config["scaling"]["steps"]
+    return [
+        _with_evaluation(tina_cost(sizes, f"scaling: tasks={n}", steps), sizes, sizes.shape())
+        for n in sizes.config["scaling"]["tasks"]
+    ]
+
+
+def scale_width_costs(sizes: Sizes) -> list[StageCost]:
+    """Each point of the width curve: Tina of that width trained for ``scaling.steps``, then
+    sampled on the test-ID tasks."""
+    steps, out = sizes.config["scaling"]["steps"], []
+    for width in sizes.config["scaling"]["widths"]:
         point = tina_cost(sizes, f"scaling: width={width}", steps, width=width)
         out.append(_with_evaluation(point, sizes, sizes.shape(width=width)))
+    return out
+
+
+def scale_net_costs(sizes: Sizes) -> list[StageCost]:
+    """Each point of the net curve: that architecture's own generic model and zoo, Tina trained
+    for ``scaling.steps`` on it, then sampled on the test-ID tasks."""
+    sc, out = sizes.config["scaling"], []
+    steps = sc["steps"]
     for arch in sc["nets"]:
         generic = generic_cost(sizes, arch, sc["net_generic_steps"])
         n_tasks = min(sc["net_tasks"], sizes.tasks["train"]) + sizes.tasks["test_id"]
@@ -446,6 +470,11 @@ def scaling_costs(sizes: Sizes) -> list[StageCost]:
         work = f"generic, {n_tasks} p-models, Tina {steps} steps"
         out.append(replace(point, work=work, flops=flops, memory=memory))
     return out
+
+
+def scaling_costs(sizes: Sizes) -> list[StageCost]:
+    """Every scaling point: the task-count, width and net curves."""
+    return [*scale_tasks_costs(sizes), *scale_width_costs(sizes), *scale_net_costs(sizes)]
 
 
 def stage_costs(config: dict) -> list[StageCost]:
@@ -462,14 +491,16 @@ def stage_costs(config: dict) -> list[StageCost]:
 
 
 # --------------------------------------------------------------------------- the table
-def _si(value: float) -> str:
+def si(value: float) -> str:
+    """``value`` with an SI prefix and three significant digits (28.4T)."""
     for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
 
 
-def _hours(hours: float) -> str:
+def duration(hours: float) -> str:
+    """``hours`` as minutes below one hour, else hours (6.5 min, 2.31e+03 h)."""
     return f"{hours * 60:.2g} min" if hours < 1 else f"{hours:.3g} h"
 
 
@@ -477,17 +508,17 @@ def cost_rows(costs: list[StageCost], throughput: dict[str, float]) -> list[dict
     """One row of strings per stage (the columns of :func:`cost_markdown`)."""
     rows = []
     for c in costs:
-        memory = ", ".join(f"{k} {_si(v)}B" for k, v in c.memory.items() if v)
+        memory = ", ".join(f"{k} {si(v)}B" for k, v in c.memory.items() if v)
         rows.append(
             {
                 "stage": c.stage,
                 "work": c.work + (f" ({c.jobs} jobs)" if c.jobs > 1 else ""),
-                "FLOPs": _si(c.flops),
-                "parameters": _si(c.params),
-                "peak memory": f"{_si(c.peak_bytes)}B ({memory})",
+                "FLOPs": si(c.flops),
+                "parameters": si(c.params),
+                "peak memory": f"{si(c.peak_bytes)}B ({memory})",
                 "precision": c.precision,
-                f"{GPU.name} time": _hours(c.gpu_hours()),
-                "1 CPU core": _hours(c.cpu_hours(throughput)),
+                f"{GPU.name} time": duration(c.gpu_hours()),
+                "1 CPU core": duration(c.cpu_hours(throughput)),
                 "flag": "; ".join(c.flags()) or "",
             }
         )
@@ -504,8 +535,8 @@ def cost_markdown(name: str, costs: list[StageCost], throughput: dict[str, float
         f"FLOPs counted with FlopCounterMode on the real modules (one step at the configured "
         f"batch, times the steps). GPU time: one {GPU.name} at {UTILISATION:.0%} of "
         f"{GPU.tflops['bf16']:g} TFLOP/s dense bf16 ({GPU.tflops['fp32']:g} in fp32). CPU "
-        f"time: one core at the measured {_si(throughput['cnn'])}FLOP/s for the CNNs and "
-        f"{_si(throughput['transformer'])}FLOP/s for the transformer. Memory: one job's peak. "
+        f"time: one core at the measured {si(throughput['cnn'])}FLOP/s for the CNNs and "
+        f"{si(throughput['transformer'])}FLOP/s for the transformer. Memory: one job's peak. "
         f"Flagged: above {FLAG_GPU_HOURS:g} GPU-hours or {FLAG_MEMORY_GB:g} GB.",
         "",
         "| " + " | ".join(header) + " |",
@@ -513,5 +544,5 @@ def cost_markdown(name: str, costs: list[StageCost], throughput: dict[str, float
     ]
     lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     total = sum(c.gpu_hours() for c in costs)
-    lines += ["", f"Total: {_hours(total)} on one {GPU.name}.", ""]
+    lines += ["", f"Total: {duration(total)} on one {GPU.name}.", ""]
     return "\n".join(lines)
