@@ -1,5 +1,7 @@
-"""The cost model: FLOP counts equal hand counts, memory parts sum, flags trigger."""
+"""The cost model: FLOP counts equal hand counts, memory parts sum, flags trigger; each rule's
+resources follow from it."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from tina.cost import (
     GPU,
     META,
     UTILISATION,
+    Sizes,
     StageCost,
     TinaShape,
     _memory,
@@ -20,8 +23,20 @@ from tina.cost import (
     stage_costs,
     tina_params,
     tina_step,
+    zoo_cost,
 )
 from tina.nets import NetSpec
+from tina.resources import (
+    PROCESS_MB,
+    RUNTIME_FLOOR_MIN,
+    RUNTIME_SAFETY,
+    SIZED_RULES,
+    dataset_mb,
+    rule_memory_mb,
+    rule_runtime_min,
+    rule_stages,
+    zoo_shard_cost,
+)
 from tina.sampling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,3 +103,54 @@ def test_the_default_config_table_has_every_stage():
     table = cost_markdown("default", costs, {"cnn": 1e10, "transformer": 3e10})
     assert table.count("\n| ") == len(costs) + 1 and "H100" in table
     assert all(c.flops > 0 and c.peak_bytes > 0 for c in costs)
+
+
+def test_a_zoo_job_is_the_largest_shard_of_its_part():
+    config = load_config(ROOT / "config" / "paper" / "cifar100.yaml")
+    sizes = Sizes.of(config)  # 1000 training tasks, 750 others, 16 shards of each part
+    train, held_out = zoo_shard_cost(sizes, "train"), zoo_shard_cost(sizes, "eval")
+    assert train.flops == zoo_cost(sizes, 63, shards=1).flops  # ceil(1000 / 16), one chunk
+    assert held_out.flops == zoo_cost(sizes, 47, shards=1).flops  # ceil(750 / 16)
+    assert train.params == 63 * NetSpec("cnn5k", 10).num_params
+
+
+def test_the_data_set_in_memory_is_its_images_as_uint8_and_float32():
+    cifar = load_config(ROOT / "config" / "paper" / "cifar100.yaml")
+    assert dataset_mb(cifar) == 60_000 * 3 * 32 * 32 * 5 / 1e6
+    default = load_config(ROOT / "config" / "config.yaml")  # 100 classes x (60 + 30) at 16 px
+    assert dataset_mb(default) == 100 * 90 * 3 * 16 * 16 * 5 / 1e6
+
+
+def test_memory_is_the_fixed_part_and_the_largest_stage_rounded_up():
+    config = load_config(ROOT / "config" / "config.yaml")
+    small = StageCost("small", "w", 1.0, 1, {"weights": 1e9})
+    large = StageCost("large", "w", 1.0, 1, {"weights": 2.5e9, "activations": 1e9})
+    memory = rule_memory_mb(config, {"a": [small, large], "b": []})
+    fixed = PROCESS_MB + dataset_mb(config)
+    assert fixed + 3500 <= memory["a"] < fixed + 4500 and memory["a"] % 1000 == 0
+    assert fixed <= memory["b"] < fixed + 1000
+
+
+def test_runtime_is_the_longest_stage_with_the_safety_factor_and_a_floor():
+    config = load_config(ROOT / "config" / "paper" / "cifar100.yaml")  # device: auto (a GPU)
+    per_hour = GPU.tflops["bf16"] * 1e12 * UTILISATION * 3600
+    two_hours = StageCost("long", "w", 2 * per_hour, 1, {}, "bf16")
+    short = replace(two_hours, flops=per_hour / 60)
+    runtime = rule_runtime_min(config, {"train_tina": [short, two_hours], "a": [short], "b": []})
+    assert runtime == {
+        "train_tina": RUNTIME_SAFETY * 120,
+        "a": RUNTIME_FLOOR_MIN,
+        "b": RUNTIME_FLOOR_MIN,
+    }
+
+
+def test_every_sized_rule_has_stages_or_is_left_to_the_fixed_part():
+    stages = rule_stages(load_config(ROOT / "config" / "config.yaml"))
+    assert tuple(stages) == SIZED_RULES
+    unsized = {rule for rule, costs in stages.items() if not costs}
+    assert unsized == {"prepare_data", "embed_prompts", "fit_image_projection", "choose_grounding"}
+    assert [c.stage for c in stages["finetune_pmodels"]] == [
+        "zoo (cnn5k): train shard",
+        "zoo (cnn5k): eval shard",
+    ]
+    assert len(stages["evaluate_experiment"]) == 7 and len(stages["scale_net"]) == 2

@@ -10,6 +10,8 @@
     tina predict --model llama.safetensors photo1.jpg photo2.png
     tina cost --configfile config/paper/cifar100.yaml --markdown   # FLOPs, memory, hours
     tina cost --configfile config/config.yaml --check   # measured vs predicted CPU steps
+    tina cost --configfile config/paper/cifar100.yaml --resources   # its resources: section
+    tina cost --summary --configfile config/paper/*.yaml   # the README's table
 
 ``generate`` prints one summary line; ``predict`` prints ``path<TAB>class name`` per image. A bad
 request or a missing or corrupt file prints one line ``tina: error: ...`` on stderr and exits
@@ -78,10 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="expected cost of a config's stages",
         description="FLOPs, parameters, peak memory and GPU/CPU hours of each stage (tina.cost).",
     )
-    cost.add_argument("--configfile", required=True, help="config YAML, e.g. config/config.yaml")
-    cost.add_argument("--markdown", action="store_true", help="print the Markdown table")
     cost.add_argument(
+        "--configfile", required=True, nargs="+", help="config YAML(s), e.g. config/config.yaml"
+    )
+    mode = cost.add_mutually_exclusive_group()
+    mode.add_argument("--markdown", action="store_true", help="print the Markdown table")
+    mode.add_argument(
         "--check", action="store_true", help="time a few real steps here: measured vs predicted"
+    )
+    mode.add_argument(
+        "--resources", action="store_true", help="print the config's resources: section"
+    )
+    mode.add_argument(
+        "--summary", action="store_true", help="one compact table of every config given"
     )
     return parser
 
@@ -114,11 +125,24 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _cost(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from tina.config import load_config
     from tina.cost import cost_markdown, cost_rows, stage_costs
     from tina.cost_check import check, cpu_throughput
+    from tina.cost_summary import summary_markdown
+    from tina.resources import resources_yaml
 
-    config = load_config(args.configfile)
+    if args.summary:
+        configs = {Path(path).stem: load_config(path) for path in args.configfile}
+        print(summary_markdown({name: stage_costs(c) for name, c in configs.items()}))
+        return
+    if len(args.configfile) > 1:
+        raise _UsageError("--configfile takes one file, except with --summary")
+    config = load_config(args.configfile[0])
+    if args.resources:
+        print(resources_yaml(config))
+        return
     if args.check:
         for row in check(config):
             print("\t".join(f"{key}={value}" for key, value in row.items()))
