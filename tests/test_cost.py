@@ -1,12 +1,14 @@
 """The cost model: FLOP counts equal hand counts, memory parts sum, flags trigger; each rule's
-resources follow from it."""
+resources follow from it, and the paper configs and the README carry what it prints."""
 
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from tina.cli import main
 from tina.config import load_config
 from tina.cost import (
     FLAG_GPU_HOURS,
@@ -25,6 +27,7 @@ from tina.cost import (
     tina_step,
     zoo_cost,
 )
+from tina.cost_summary import summary_markdown
 from tina.nets import NetSpec
 from tina.resources import (
     PROCESS_MB,
@@ -32,7 +35,9 @@ from tina.resources import (
     RUNTIME_SAFETY,
     SIZED_RULES,
     dataset_mb,
+    resources_yaml,
     rule_memory_mb,
+    rule_resources,
     rule_runtime_min,
     rule_stages,
     zoo_shard_cost,
@@ -40,6 +45,7 @@ from tina.resources import (
 from tina.sampling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
+PAPER = sorted((ROOT / "config" / "paper").glob("*.yaml"))
 
 
 def test_a_linear_layer_counts_two_flops_per_multiply_add():
@@ -154,3 +160,33 @@ def test_every_sized_rule_has_stages_or_is_left_to_the_fixed_part():
         "zoo (cnn5k): eval shard",
     ]
     assert len(stages["evaluate_experiment"]) == 7 and len(stages["scale_net"]) == 2
+
+
+@pytest.fixture(scope="module")
+def paper_configs() -> dict[str, dict]:
+    return {path.stem: load_config(path) for path in PAPER}
+
+
+def test_each_paper_config_sets_the_resources_the_cost_model_gives(paper_configs):
+    """The config's section is what `tina cost --resources` prints (regenerate it when this
+    fails), under a header that names the command."""
+    for name, config in paper_configs.items():
+        text = (ROOT / "config" / "paper" / f"{name}.yaml").read_text()
+        assert resources_yaml(config) in text, f"{name}: resources differ from tina cost's"
+        assert f"tina cost --configfile config/paper/{name}.yaml --resources" in text, name
+        assert {r: config["resources"][r] for r in SIZED_RULES} == rule_resources(config)
+
+
+def test_the_readme_cost_table_is_what_tina_cost_prints(paper_configs):
+    table = summary_markdown({name: stage_costs(c) for name, c in paper_configs.items()})
+    readme = (ROOT / "README.md").read_text()
+    regenerate = "tina cost --summary --configfile config/paper/*.yaml"
+    assert f"\n{table}\n" in readme, f"the README's table is stale: {regenerate}"
+
+
+def test_tina_cost_prints_the_resources_section(capsys):
+    path = ROOT / "config" / "config.yaml"
+    assert main(["cost", "--configfile", str(path), "--resources"]) == 0
+    assert capsys.readouterr().out == resources_yaml(load_config(path)) + "\n"
+    assert main(["cost", "--configfile", str(path), str(path), "--resources"]) == 2
+    assert "--configfile takes one file, except with --summary" in capsys.readouterr().err
