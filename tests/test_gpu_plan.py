@@ -2,8 +2,8 @@
 
 - each paper config with ``device: cuda`` (planned on a machine without a GPU, on the fake data
   and tiny CLIP of tests/test_paper.py): every job that trains or runs a network takes the
-  device as a param and asks for a GPU, and no job declares less memory than
-  :func:`required_mem_mb` for it;
+  device as a param and asks for a GPU, and no job declares less memory than the cost model's
+  peak for it (:func:`required_mem_mb`);
 - with ``device: cpu`` (the default config, and CIFAR-100's) no job asks for a GPU;
 - the default config's jobs ask for the threads, memory and time that the rules declared as
   constants before they read the config's ``resources`` section.
@@ -20,6 +20,7 @@ import pytest
 from test_paper import FAKE_DATA, PAPER, copy_repo, tiny_clip, write_yaml  # noqa: F401
 
 from tina.config import load_config, validate_config
+from tina.resources import resource_entry, rule_memory_mb, rule_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rules whose jobs train or run a network (all others must not ask for a GPU).
@@ -27,13 +28,6 @@ NETWORK_RULES = {
     "train_generic", "finetune_pmodels", "finetune_eval_pmodels", "diagnose_zoo", "embed_prompts",
     "fit_image_projection", "train_tina", "evaluate_baselines", "evaluate_experiment",
     "evaluate_novelty", "scale_tasks", "scale_width", "scale_net",
-}  # fmt: skip
-# The config's resources section names a rule's base rule (`use rule ... as ... with`).
-RESOURCE_RULE = {"finetune_eval_pmodels": "finetune_pmodels"}
-# Rules that hold a Tina-sized transformer (Tina, or the hypernetwork baseline).
-TRANSFORMER_RULES = NETWORK_RULES - {
-    "train_generic", "finetune_pmodels", "finetune_eval_pmodels", "diagnose_zoo", "embed_prompts",
-    "fit_image_projection",
 }  # fmt: skip
 # (threads, mem_mb, runtime) that each rule declared as constants before the resources section.
 FORMER_CONSTANTS = {
@@ -49,26 +43,11 @@ FORMER_CONSTANTS = {
 }  # fmt: skip
 
 
-def transformer_mb(config: dict, rule: str) -> int:
-    """MB of a Tina-sized transformer's fp32 weights held three times (the model, its EMA or
-    the trained Tina beside the hypernetwork, a checkpoint copy on the host): about 12 x depth
-    x width^2 parameters (attention 4 w^2, MLP 8 w^2 per layer)."""
-    tina = config["tina"]
-    width = tina["width"]
-    if rule == "scale_width":
-        width = max(width, *config["scaling"]["widths"])
-    return 3 * 4 * 12 * tina["depth"] * width**2 // 10**6
-
-
-def required_mem_mb(config: dict, rule: str) -> int:
-    """The least memory (MB) a job of ``rule`` needs under ``config``.
-
-    The hook for the cost model (``tina cost``): its peak memory of the rule's stage replaces
-    this. Until then: the floor the config gives (``resources.<rule>.mem_mb``), and for the
-    rules that hold a Tina-sized transformer at least its weights three times
-    (:func:`transformer_mb`)."""
-    floor = config["resources"][RESOURCE_RULE.get(rule, rule)]["mem_mb"]
-    return max(floor, transformer_mb(config, rule)) if rule in TRANSFORMER_RULES else floor
+def required_mem_mb(config: dict) -> dict[str, int]:
+    """The least memory (MB) a job of each rule that the cost model sizes needs under
+    ``config``: its stages' largest peak plus the process, CUDA context and data set
+    (:func:`tina.resources.rule_memory_mb`)."""
+    return rule_memory_mb(config, rule_stages(config))
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +92,13 @@ def test_every_network_job_asks_for_a_gpu_on_cuda(plans, name):
 
 @pytest.mark.parametrize("name", [p.stem for p in PAPER])
 def test_no_job_declares_less_memory_than_it_needs(plans, name):
-    config = load_config(ROOT / "config" / "paper" / f"{name}.yaml")
+    required = required_mem_mb(load_config(ROOT / "config" / "paper" / f"{name}.yaml"))
+    assert {resource_entry(rule) for rule in NETWORK_RULES} <= set(required)
     for job in plans[name, "cuda"]:
-        if job["rule"] == "all":
+        entry = resource_entry(job["rule"])
+        if entry not in required:  # all, split_tasks, the report: the schema's defaults
             continue
-        need = required_mem_mb(config, job["rule"])
-        declared = job["resources"]["mem_mb"]
+        need, declared = required[entry], job["resources"]["mem_mb"]
         assert declared >= need, f"{name}: {job['rule']} declares {declared} MB, needs {need}"
 
 
@@ -137,6 +117,6 @@ def test_the_default_resources_are_the_former_constants(plans):
     for job in plans["default", "cpu"]:
         if job["rule"] == "all":
             continue
-        threads, mem_mb, runtime = FORMER_CONSTANTS[RESOURCE_RULE.get(job["rule"], job["rule"])]
+        threads, mem_mb, runtime = FORMER_CONSTANTS[resource_entry(job["rule"])]
         declared = (job["threads"], job["resources"]["mem_mb"], job["resources"]["runtime"])
         assert declared == (threads, mem_mb, runtime), job["rule"]

@@ -493,7 +493,7 @@ def stage_costs(config: dict) -> list[StageCost]:
 # --------------------------------------------------------------------------- the table
 def si(value: float) -> str:
     """``value`` with an SI prefix and three significant digits (28.4T)."""
-    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
