@@ -13,6 +13,7 @@ rule evaluate_baselines:
         f"{RESULTS}/logs/evaluate_baselines.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_baselines/job.tsv"
+    priority: 5  # needs no Tina: runs beside its training, ahead of the scaling points
     conda:
         ENV
     threads: rule_threads("evaluate_baselines")
@@ -40,6 +41,7 @@ rule evaluate_experiment:
         f"{RESULTS}/benchmarks/evaluate_experiment/{{experiment}}.tsv"
     wildcard_constraints:
         experiment="|".join(EXPERIMENTS),
+    priority: 6  # after Tina, the experiments are the critical path: ahead of the rest
     conda:
         ENV
     threads: rule_threads("evaluate_experiment")
@@ -68,6 +70,7 @@ rule evaluate_novelty:
         f"{RESULTS}/logs/evaluate_novelty.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_novelty/job.tsv"
+    priority: 5
     conda:
         ENV
     threads: rule_threads("evaluate_novelty")
