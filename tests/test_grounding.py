@@ -20,6 +20,8 @@ import tina.grounding_choice as grounding_module
 from tina import fewshot
 from tina.codec import ParamCodec
 from tina.data import Dataset, to_float
+from tina.evaluate.context import EvalContext
+from tina.evaluate.experiments import choose_shot_baselines
 from tina.grounding import (
     DESCRIPTION,
     IMAGES,
@@ -441,6 +443,41 @@ def test_logistic_head_learns_the_shots(world):
     assert (shots > chance + 0.4).all(), shots
     assert (held > chance + 0.25).all(), held
     assert (shot_loss(rows, slots) < torch.log(slots.mask.sum(1).float())).all()  # < at zero
+
+
+def test_few_shot_baselines_choose_their_settings_without_test_images(world):
+    """Substitution: the image-prompt experiment's choices of the logistic head's L2 weight and
+    the fine-tuning learning rate (per shot count, on validation tasks and images) stay the same
+    when every test image is noise, while scores on the test images change."""
+    spec = NetSpec("cnn5k", K)
+    g = world.grounding
+    codec = ParamCodec(
+        spec, torch.zeros(spec.num_params), torch.ones(spec.num_params), g.known_rows.mean(0),
+        world.generic, residual=True,
+    )  # fmt: skip
+    tina = types.SimpleNamespace(
+        grounding=g, codec=codec, spec=spec,
+        config=types.SimpleNamespace(functional_augment="none"),
+        base=lambda slots: codec.base_from_rows(g.ground(slots), slots.mask),
+    )  # fmt: skip
+    val = val_tasks(4, seed=3)
+    index = task_shots(
+        val["task_id"].tolist(), task_classes(val, K), world.labels, 4, seed=0, stream="v"
+    )
+    noise = torch.randint(0, 256, world.held_images.shape, generator=torch.Generator())
+    chosen, test_scores = [], []
+    for test_images in (world.held_images, noise.to(torch.uint8)):
+        dataset = Dataset(
+            world.images, world.labels, world.held_images, world.held_labels, test_images,
+            world.held_labels, pd.DataFrame({"name": NAMES}),
+        )  # fmt: skip
+        ctx = EvalContext(tina, dataset, val, zoo=None, embeddings={}, seed=0, config=None)
+        for n in (1, 4):
+            chosen.append(choose_shot_baselines(ctx, val, index[..., :n], world.feats))
+        slots = image_slots(task_classes(val, K), index, world.feats, named=False)
+        test_scores.append(ctx.score(tina.base(slots), val))
+    assert chosen[:2] == chosen[2:]
+    assert not torch.equal(*test_scores)  # the test images are read where tasks are scored
 
 
 @pytest.mark.parametrize("head_only", [False, True])

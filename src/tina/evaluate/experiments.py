@@ -135,7 +135,7 @@ def _finetuned(ctx: EvalContext, start: Slots, index: Tensor, lr: float) -> Tens
     )  # fmt: skip
 
 
-def _choose_shot_baselines(
+def choose_shot_baselines(
     ctx: EvalContext, val: pd.DataFrame, index: Tensor, features: Tensor
 ) -> tuple[float, float]:
     """The logistic head's L2 weight and the fine-tuning learning rate for shots ``index`` of
@@ -191,7 +191,7 @@ def evaluate_image_prompts(ctx: EvalContext, embed: ImageEmbedder) -> pd.DataFra
     keep = ctx.tina.grounding.settings.keep_known_rows
     frames = []
     for n in shots:
-        l2, lr = _choose_shot_baselines(ctx, val, val_index[..., :n], features)
+        l2, lr = choose_shot_baselines(ctx, val, val_index[..., :n], features)
         part = tasks.assign(setting=f"shots={n}")
         alone = image_slots(classes, index[..., :n], features, bank, named=False)
         named = with_names(alone, classes)
