@@ -1,5 +1,5 @@
-# Reporting: a table and a figure per experiment (one job for all), then the run's summary, Tina against its own
-# base over every experiment (tables/own_base) and the Markdown digest.
+# Reporting: a table and a figure per experiment (one job for all), then the run's summary,
+# Tina against its own base over every experiment (tables/own_base) and the Markdown digest.
 # Figures, tables and the summary are flagged for `snakemake --report report.html`.
 
 
