@@ -84,8 +84,9 @@ def close(a, b, scale: float = 1.0) -> bool:
     return torch.allclose(a, b, rtol=1e-5, atol=1e-5 * scale)
 
 
-def shot_loss(rows: torch.Tensor, slots: Slots) -> torch.Tensor:
-    """Mean cross-entropy ``[B]`` of each task's head ``rows`` on its slots' shot features."""
+def shot_ce(rows: torch.Tensor, slots: Slots) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy ``[B, k * n]`` of each task's head ``rows`` on its slots' shot features
+    (0 where a shot is not used) and the ``[B, k * n]`` mask of the shots used."""
     b, k, n, f = slots.shot_features.shape
     x = slots.shot_features.reshape(b, k * n, f)
     logits = torch.baddbmm(rows[..., -1].unsqueeze(1), x, rows[..., :-1].transpose(1, 2))
@@ -94,7 +95,12 @@ def shot_loss(rows: torch.Tensor, slots: Slots) -> torch.Tensor:
     valid = valid.reshape(b, k * n)
     target = torch.arange(k).repeat_interleave(n).expand(b, -1)
     ce = F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), reduction="none")
-    ce = torch.where(valid.reshape(-1), ce, 0.0).reshape(b, -1)
+    return torch.where(valid.reshape(-1), ce, 0.0).reshape(b, -1), valid
+
+
+def shot_loss(rows: torch.Tensor, slots: Slots) -> torch.Tensor:
+    """Mean cross-entropy ``[B]`` of each task's head ``rows`` on its slots' shot features."""
+    ce, valid = shot_ce(rows, slots)
     return ce.sum(1) / valid.sum(1)
 
 
@@ -327,14 +333,8 @@ def test_fitting_equals_adam_on_the_autograd_loss(world):
 
 def _pooled_shot_loss(rows: torch.Tensor, slots: Slots) -> torch.Tensor:
     """Cross-entropy averaged over every valid shot of every task together (fit_rows' loss)."""
-    b, k, n, f = slots.shot_features.shape
-    x = slots.shot_features.reshape(b, k * n, f)
-    logits = torch.baddbmm(rows[..., -1].unsqueeze(1), x, rows[..., :-1].transpose(1, 2))
-    logits = logits.masked_fill(~slots.mask.unsqueeze(1), float("-inf"))
-    valid = (torch.arange(n) < slots.shot_count.unsqueeze(-1)) & slots.mask.unsqueeze(-1)
-    target = torch.arange(k).repeat_interleave(n).expand(b, -1)
-    ce = F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), reduction="none")
-    return torch.where(valid.reshape(-1), ce, 0.0).sum() / valid.sum()
+    ce, valid = shot_ce(rows, slots)
+    return ce.sum() / valid.sum()
 
 
 # --------------------------------------------------------------------------- choosing

@@ -539,10 +539,14 @@ def cost_markdown(name: str, costs: list[StageCost], throughput: dict[str, float
         f"{si(throughput['transformer'])}FLOP/s for the transformer. Memory: one job's peak. "
         f"Flagged: above {FLAG_GPU_HOURS:g} GPU-hours or {FLAG_MEMORY_GB:g} GB.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        *table_lines(header, [[row[h] for h in header] for row in rows]),
     ]
-    lines += ["| " + " | ".join(row[h] for h in header) + " |" for row in rows]
     total = sum(c.gpu_hours() for c in costs)
     lines += ["", f"Total: {duration(total)} on one {GPU.name}.", ""]
     return "\n".join(lines)
+
+
+def table_lines(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines: ``header``, the rule, then ``rows`` (cells as text)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]

@@ -17,6 +17,7 @@ from tina.cost import (
     StageCost,
     duration,
     si,
+    table_lines,
 )
 from tina.resources import REFERENCE_CPU
 
@@ -68,9 +69,8 @@ def summary_markdown(costs: dict[str, list[StageCost]]) -> str:
         f"memory of one job. Flagged: above {FLAG_GPU_HOURS:g} GPU-hours or "
         f"{FLAG_MEMORY_GB:g} GB.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        *table_lines(
+            header, [row for name, stages in costs.items() for row in summary_rows(name, stages)]
+        ),
     ]
-    for name, stages in costs.items():
-        lines += ["| " + " | ".join(row) + " |" for row in summary_rows(name, stages)]
     return "\n".join(lines)
