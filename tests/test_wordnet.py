@@ -1,6 +1,5 @@
 """WordNet noun parsing on hand-written files in the database format, and on Debian's files."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -104,12 +103,9 @@ def test_missing_database_names_the_package(tmp_path):
 
 
 @pytest.mark.skipif(not (REAL_ROOT / "data.noun").is_file(), reason="wordnet-base not installed")
-def test_real_wordnet_parses_fast_and_right():
+def test_real_wordnet_parses_right():
     wordnet.load_nouns.cache_clear()
-    start = time.process_time()
     nouns = wordnet.load_nouns(REAL_ROOT)
-    seconds = time.process_time() - start
-    assert seconds < 2.0
     assert len(nouns) == 117798  # WordNet 3.0 noun lemmas
     assert nouns["llama"].lexname == "noun.animal"
     assert nouns["coconut"].lexname == "noun.food"
