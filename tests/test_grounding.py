@@ -380,6 +380,29 @@ def test_choose_settings_picks_the_best_candidate_of_its_own_table(world):
     assert row["val_accuracy"].item() == pytest.approx(float(accuracy), abs=1e-6)
     # the name mixture of known classes without their own rows beats chance once chosen
     assert float(accuracy) > 1 / K
+    # image shots score on both uses: every slot images alone, and every second slot images
+    # among selection rows; the mean over both uses and the shot counts
+    chosen_before = ("name_temperature", "description_temperature", "imprint_scale")
+    fitted = world.grounding.with_settings(
+        **{what: getattr(chosen, what) for what in chosen_before}, fit_steps=10
+    )
+    uses = []
+    for n in (1, 4):
+        index = task_shots(
+            tasks["task_id"].tolist(), classes, world.labels, n, 0, "grounding-shots"
+        )
+        uses.append(image_slots(classes, index, world.feats, named=False))
+        mixed = image_slots(classes, index, world.feats, named=True)
+        mixed.class_id = torch.where(torch.arange(K) % 2 == 0, PAD, classes)
+        uses.append(mixed)
+    accuracy = torch.stack(
+        [
+            head_accuracy(fitted.ground(x), classes, world.held_feats, world.held_labels)
+            for x in uses
+        ]
+    ).mean()
+    row = table[(table["setting"] == "fit_steps") & (table["value"] == 10)]
+    assert row["val_accuracy"].item() == pytest.approx(float(accuracy), abs=1e-6)
 
 
 def test_choose_grounding_stage_reads_validation_tasks_and_images_only(world, monkeypatch):

@@ -70,9 +70,11 @@ def choose_settings(
 
     - name temperature: every slot's own row withheld (the name mixture alone);
     - description temperature: every slot a description;
-    - imprint scale (then the fitting steps, one of ``fit_steps``): every second slot images
-      (shots from the training images, each of ``shots``), the others their selection rows,
-      so the imprinted rows must compete with trained ones; the mean over shot counts decides.
+    - imprint scale (then the fitting steps, one of ``fit_steps``): the two uses of image
+      shots (from the training images, each of ``shots``): every slot images alone (image
+      prompts, a user's pictures of new classes), and every second slot images with the others
+      their selection rows (a prompt that mixes pictures with known names, where imprinted rows
+      must compete with trained ones); the mean over both uses and the shot counts decides.
 
     Every choice scores on the validation images. Returns the settings and a table of every
     candidate's mean validation accuracy.
@@ -103,9 +105,10 @@ def choose_settings(
     image_tasks = []
     for n in shots:
         index = task_shots(ids, classes, train_labels, n, seed, "grounding-shots")
-        slots = image_slots(classes, index, train_feats, named=True)
-        slots.class_id = torch.where(half, PAD, classes)  # these slots: images alone
-        image_tasks.append(slots)
+        image_tasks.append(image_slots(classes, index, train_feats, named=False))
+        mixed = image_slots(classes, index, train_feats, named=True)
+        mixed.class_id = torch.where(half, PAD, classes)  # these slots: images alone
+        image_tasks.append(mixed)
 
     def image_accuracy(g: Grounding) -> float:
         accs = [head_accuracy(g.ground(x), classes, val_feats, val_labels) for x in image_tasks]
