@@ -13,7 +13,7 @@ rule evaluate_baselines:
         f"{RESULTS}/logs/evaluate_baselines.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_baselines/job.tsv"
-    priority: 5  # needs no Tina: runs beside its training, ahead of the scaling points
+    priority: 5  # ahead of the scaling points (it reads the Tina file for its codec and sizes)
     conda:
         ENV
     threads: rule_threads("evaluate_baselines")
@@ -181,6 +181,7 @@ rule scale_net:
         f"{RESULTS}/benchmarks/scale_net/{{arch}}.tsv"
     wildcard_constraints:
         arch=r"cnn\w+",
+    priority: 1  # the longest scaling jobs (own generic and zoo) first: the cores end together
     conda:
         ENV
     threads: rule_threads("scale_net")
