@@ -182,7 +182,7 @@ def train_hypernetwork(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         update_ema(ema, model, step, cfg.ema)
-    log.info("hypernetwork: %d steps, final loss %.4f", steps, float(loss))
+    log.info("hypernetwork: %d steps, final loss %.4f", steps, loss.item())
     return ema.eval()
 
 
