@@ -11,7 +11,8 @@ stops them by pid afterwards, also when a test fails. It needs root: it writes /
   results/test-slurm: TINA_SLURM_TARGET names the target (default: all), TINA_SLURM_TIMEOUT_S
   its time limit in seconds (default 1800). It builds one output of each non-local rule that the
   target runs (so every such rule is submitted at least once, not every job of it), with fewer
-  training steps (PROJECT_OVERRIDES), and checks job states sooner (PROJECT_POLLING).
+  training steps and one zoo shard (PROJECT_OVERRIDES), and checks job states sooner
+  (PROJECT_POLLING).
 """
 
 import os
@@ -34,12 +35,13 @@ STOP_TIMEOUT_S = 60
 THROWAWAY_TIMEOUT_S = 240
 PROJECT_TIMEOUT_S = int(os.environ.get("TINA_SLURM_TIMEOUT_S", "1800"))
 PROJECT_RUN = "test-slurm"
-# Laid over config/test.yaml in the project test: step counts only, so the DAG (rules, jobs,
-# files) is config/test.yaml's. The test checks plumbing (each rule's job runs as a SLURM job in
-# the right partition and succeeds), not numbers: the local workflow tests check those.
+# Laid over config/test.yaml in the project test: step counts, and one zoo shard per part (each
+# shard is a job of the same two rules), so the DAG has config/test.yaml's rules. The test checks
+# plumbing (each rule's job runs as a SLURM job in the right partition and succeeds), not
+# numbers: the local workflow tests check those.
 PROJECT_OVERRIDES = """\
 generic: {steps: 20}
-zoo: {steps: 10}
+zoo: {shards: 1, steps: 10}
 encoder: {projection_steps: 10}
 tina: {steps: 10, eval_every: 5}
 evaluate: {hypernetwork_steps: 5}
@@ -262,9 +264,9 @@ def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> 
 
     It runs in a copy of the checkout, so that edits made meanwhile cannot change the run (a
     job's Snakemake reads the workflow files again). One output per rule instead of the whole
-    target, and fewer steps (PROJECT_OVERRIDES): each SLURM job costs two Snakemake start-ups
-    (sbatch, then srun), and what the test checks is where and whether each rule's jobs run, not
-    how many of them or what they compute (the local workflow tests check that).
+    target, fewer steps, one zoo shard (PROJECT_OVERRIDES): each SLURM job costs two Snakemake
+    start-ups (sbatch, then srun), and what the test checks is where and whether each rule's
+    jobs run, not how many of them or what they compute (the local workflow tests check that).
     """
     if not (REPO / "Snakefile").exists():
         pytest.skip(f"workflow not ready: {REPO / 'Snakefile'} is missing")
