@@ -9,7 +9,10 @@ stops them by pid afterwards, also when a test fails. It needs root: it writes /
   retried once and reported.
 - The project's workflow on config/test.yaml, in a copy of the checkout, outputs under its
   results/test-slurm: TINA_SLURM_TARGET names the target (default: all), TINA_SLURM_TIMEOUT_S
-  its time limit in seconds (default 1800).
+  its time limit in seconds (default 1800). It builds one output of each non-local rule that the
+  target runs (so every such rule is submitted at least once, not every job of it), with fewer
+  training steps and one zoo shard (PROJECT_OVERRIDES), and checks job states sooner
+  (PROJECT_POLLING).
 """
 
 import os
@@ -32,6 +35,22 @@ STOP_TIMEOUT_S = 60
 THROWAWAY_TIMEOUT_S = 240
 PROJECT_TIMEOUT_S = int(os.environ.get("TINA_SLURM_TIMEOUT_S", "1800"))
 PROJECT_RUN = "test-slurm"
+# Laid over config/test.yaml in the project test: step counts, and one zoo shard per part (each
+# shard is a job of the same two rules), so the DAG has config/test.yaml's rules. The test checks
+# plumbing (each rule's job runs as a SLURM job in the right partition and succeeds), not
+# numbers: the local workflow tests check those.
+PROJECT_OVERRIDES = """\
+generic: {steps: 20}
+zoo: {shards: 1, steps: 10}
+encoder: {projection_steps: 10}
+tina: {steps: 10, eval_every: 5}
+evaluate: {hypernetwork_steps: 5}
+scaling: {steps: 5, net_generic_steps: 10, net_zoo_steps: 5}
+"""
+# Test-only executor setting (the profile keeps 5 s for users): the first status check 1 s after
+# a submission or a finished job; the executor's back-off (+10 s per check while no job finishes,
+# up to 180 s) stays, so a job of tens of seconds is noticed a few seconds after it ends.
+PROJECT_POLLING = ["--slurm-init-seconds-before-status-checks", "1"]
 CHECKOUT_COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "results", ".snakemake", "__pycache__", "*.egg-info", ".*_cache"
 )
@@ -228,26 +247,58 @@ def test_failed_job_is_retried_then_reported(
     assert not (workdir / "out/fail_job.txt").exists()
 
 
+def _one_output_per_rule(summary: str) -> dict[str, str]:
+    """The first output of each rule in `snakemake --summary` (output_file, date, rule, ...)."""
+    first: dict[str, str] = {}
+    for line in summary.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) > 2:
+            first.setdefault(fields[2], fields[0])
+    return first
+
+
 def test_project_workflow_runs_on_slurm(slurm_cluster: Path, tmp_path: Path) -> None:
-    """The project's workflow on config/test.yaml: each job is a SLURM job that succeeds.
+    """The project's workflow on config/test.yaml: one output of each rule that the target runs
+    (TINA_SLURM_TARGET, default all); every non-local rule is submitted as a SLURM job and each
+    of its jobs succeeds in the right partition.
 
     It runs in a copy of the checkout, so that edits made meanwhile cannot change the run (a
-    job's Snakemake reads the workflow files again).
+    job's Snakemake reads the workflow files again). One output per rule instead of the whole
+    target, fewer steps, one zoo shard (PROJECT_OVERRIDES): each SLURM job costs two Snakemake
+    start-ups (sbatch, then srun), and what the test checks is where and whether each rule's
+    jobs run, not how many of them or what they compute (the local workflow tests check that).
     """
     if not (REPO / "Snakefile").exists():
         pytest.skip(f"workflow not ready: {REPO / 'Snakefile'} is missing")
     workflow = tmp_path / "tina"
     shutil.copytree(REPO, workflow, ignore=CHECKOUT_COPY_IGNORE)
+    (workflow / "slurm-test.yaml").write_text(PROJECT_OVERRIDES)
     target = os.environ.get("TINA_SLURM_TARGET", "all")
-    args = [target, "--configfile", "config/test.yaml", "--config", f"run={PROJECT_RUN}"]
+    config = [
+        "--configfile",
+        "config/test.yaml",
+        "slurm-test.yaml",
+        "--config",
+        f"run={PROJECT_RUN}",
+    ]
+    summary = _run_snakemake(workflow, [target, *config, "--summary"], 120)
+    assert summary.returncode == 0, summary.stderr[-6000:]
+    local_rules = _local_rules(workflow)
+    outputs = {
+        rule: path
+        for rule, path in _one_output_per_rule(summary.stdout).items()
+        if rule not in local_rules
+    }
+    assert outputs, summary.stdout[-3000:]
+    args = [*outputs.values(), *config]
 
-    result = _run_snakemake(workflow, args, PROJECT_TIMEOUT_S)
+    result = _run_snakemake(workflow, [*args, *PROJECT_POLLING], PROJECT_TIMEOUT_S)
 
     assert result.returncode == 0, f"snakemake failed:\n{result.stderr[-6000:]}"
     rule_of = _submitted_jobs(result.stderr)
     finished = _finished_rules(result.stderr)
-    local_rules = _local_rules(workflow)
     assert sorted(rule_of.values()) == sorted(rule for rule in finished if rule not in local_rules)
+    assert set(rule_of.values()) == set(outputs)
     exit_statuses = _exit_statuses(slurm_cluster)
     for slurm_id in rule_of:
         assert exit_statuses[slurm_id] == "0"
