@@ -74,8 +74,18 @@ def write_tiny_clip_tokenizer(folder: Path) -> dict[str, int]:
     return vocab
 
 
-def save_tiny_clip(folder: Path) -> Path:
-    """A randomly initialised small CLIPModel and its tokenizer, saved with save_pretrained."""
+def save_tiny_clip(
+    folder: Path,
+    projection_dim: int = 16,
+    image_size: int = 32,
+    patch_size: int = 8,
+    text_positions: int = 24,
+) -> Path:
+    """A randomly initialised small CLIPModel and its tokenizer, saved with save_pretrained.
+
+    The towers are always tiny; the sizes a caller sees (embedding width, input image size, text
+    length) are arguments: ViT-B/32's are ``projection_dim=512, image_size=224, patch_size=32,
+    text_positions=77``."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,17 +103,23 @@ def save_tiny_clip(folder: Path) -> Path:
         "num_attention_heads": 2,
     }
     config = CLIPConfig(
-        text_config={**small, **special, "vocab_size": len(vocab), "max_position_embeddings": 24},
-        vision_config={**small, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
+        text_config={
+            **small,
+            **special,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": text_positions,
+        },
+        vision_config={**small, "image_size": image_size, "patch_size": patch_size},
+        projection_dim=projection_dim,
     )
     with torch.random.fork_rng():  # transformers initialises weights from the global generator
         torch.manual_seed(0)
         model = CLIPModel(config)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
-    crop = {"height": 32, "width": 32}
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=crop).save_pretrained(str(folder))
+    crop = {"height": image_size, "width": image_size}
+    processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=crop)
+    processor.save_pretrained(str(folder))
     return folder
 
 

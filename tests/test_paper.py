@@ -60,19 +60,26 @@ def class_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.
     return np.clip(colours[labels][:, :, None, None] + noise, 0, 255).astype(np.uint8)
 
 
-def write_cifar100(root: Path, per_class: tuple[int, int] = (12, 6), seed: int = 0) -> Path:
-    """``root/cifar-100-python/{train,test,meta}`` pickled like the real files (20 classes)."""
+def write_cifar100(
+    root: Path,
+    per_class: tuple[int, int] = (12, 6),
+    seed: int = 0,
+    names: list[str] = CIFAR_NAMES,
+    coarse: list[int] = CIFAR_COARSE,
+) -> Path:
+    """``root/cifar-100-python/{train,test,meta}`` pickled like the real files: the fine classes
+    ``names`` (the real files' first 20 by default), each in the superclass ``coarse[i]``."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    meta = {"fine_label_names": CIFAR_NAMES, "coarse_label_names": CIFAR_COARSE_NAMES}
+    meta = {"fine_label_names": list(names), "coarse_label_names": CIFAR_COARSE_NAMES}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     for part, n in zip(("train", "test"), per_class, strict=True):
-        labels = np.repeat(np.arange(len(CIFAR_NAMES)), n)
+        labels = np.repeat(np.arange(len(names)), n)
         batch = {
             "filenames": [f"{part}_{i}.png" for i in range(len(labels))],
             "fine_labels": labels.tolist(),
-            "coarse_labels": [CIFAR_COARSE[i] for i in labels],
+            "coarse_labels": [coarse[i] for i in labels],
             "data": class_images(labels, 32, rng).reshape(len(labels), -1),
         }
         (folder / part).write_bytes(pickle.dumps(batch, protocol=2))
@@ -84,38 +91,53 @@ def _jpeg(path: Path, colour: tuple[int, int, int], size: int) -> None:
     Image.new("RGB", (size, size), colour).save(path, format="JPEG")
 
 
-def write_caltech101(root: Path) -> Path:
-    """``root/101_ObjectCategories/<category>/image_000N.jpg``: 3 categories, and the
+def write_caltech101(
+    root: Path,
+    categories: tuple[str, ...] = ("accordion", "airplanes", "anchor"),
+    per_class: int = 2,
+    size: int = 48,
+) -> Path:
+    """``root/101_ObjectCategories/<category>/image_000N.jpg``: ``categories``, and the
     BACKGROUND_Google folder that the loader skips."""
     folder = root / "101_ObjectCategories"
-    for i, category in enumerate(("BACKGROUND_Google", "accordion", "airplanes", "anchor")):
-        for n in range(1, 3):
-            _jpeg(folder / category / f"image_{n:04d}.jpg", (60 * i, 90, 30), 48)
+    for i, category in enumerate(("BACKGROUND_Google", *categories)):
+        colour = ((60 * i) % 256, (90 + 37 * i) % 256, (30 + 71 * i) % 256)
+        for n in range(1, per_class + 1):
+            _jpeg(folder / category / f"image_{n:04d}.jpg", colour, size)
     return root
 
 
-def write_tiny_imagenet(root: Path) -> Path:
-    """``root/tiny-imagenet-200`` with two classes: wnids, words, train and val folders."""
+TINY_WNIDS = {"n01443537": "goldfish, Carassius auratus", "n01629819": "European fire salamander"}
+
+
+def write_tiny_imagenet(
+    root: Path, wnids: dict[str, str] = TINY_WNIDS, per_class: tuple[int, int] = (1, 1)
+) -> Path:
+    """``root/tiny-imagenet-200`` with the classes ``wnids`` (wnid: words): wnids, words, train
+    and val folders of 64x64 JPEGs."""
     folder = root / "tiny-imagenet-200"
-    wnids = {"n01443537": "goldfish, Carassius auratus", "n01629819": "European fire salamander"}
     folder.mkdir(parents=True)
     (folder / "wnids.txt").write_text("\n".join(wnids) + "\n")
     (folder / "words.txt").write_text("".join(f"{w}\t{n}\n" for w, n in wnids.items()))
     annotations = []
     for i, wnid in enumerate(wnids):
-        _jpeg(folder / "train" / wnid / "images" / f"{wnid}_0.JPEG", (200, 40 * i, 0), 64)
-        _jpeg(folder / "val" / "images" / f"val_{i}.JPEG", (200, 40 * i, 0), 64)
-        annotations.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+        colour = (200, (40 * i) % 256, (13 * i) % 256)
+        for n in range(per_class[0]):
+            _jpeg(folder / "train" / wnid / "images" / f"{wnid}_{n}.JPEG", colour, 64)
+        for n in range(per_class[1]):
+            name = f"val_{i * per_class[1] + n}.JPEG"
+            _jpeg(folder / "val" / "images" / name, colour, 64)
+            annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63")
     (folder / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
     return root
 
 
-def write_organamnist(path: Path, seed: int = 0) -> Path:
+def write_organamnist(path: Path, seed: int = 0, per_class: int = 3) -> Path:
     """An OrganAMNIST-style ``.npz``: 28x28 grey slices, labels ``[N, 1]`` over 11 organs."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for part in ("train", "val", "test"):
-        labels = np.repeat(np.arange(11), 3)[:, None].astype(np.uint8)
+        labels = np.repeat(np.arange(11), per_class)[:, None].astype(np.uint8)
         arrays[f"{part}_images"] = class_images(labels[:, 0], 28, rng)[:, 0]
         arrays[f"{part}_labels"] = labels
     np.savez(path, **arrays)
