@@ -300,11 +300,16 @@ class Sizes:
 
 def _memory(params: int, activations: float, precision: str, *, train: bool, ema: bool):
     """Memory parts in bytes: fp32 weights (and their autocast copies), gradients, Adam
-    moments, the EMA copy, activations in ``precision``."""
+    moments and the buffer of its step (torch's multi-tensor Adam holds the square roots of the
+    second moments of every parameter at once), the EMA copy, activations in ``precision``."""
     low = BYTES[precision] if precision != "fp32" else 0
     parts = {"weights": params * (4 + low)}
     if train:
-        parts |= {"gradients": params * 4, "optimizer": params * 4 * ADAM_STATES}
+        parts |= {
+            "gradients": params * 4,
+            "optimizer": params * 4 * ADAM_STATES,
+            "optimizer step": params * 4,
+        }
     if ema:
         parts["ema"] = params * 4
     parts["activations"] = activations * BYTES[precision]
@@ -374,6 +379,7 @@ def tina_cost(
     passes = evaluations * sizes.tasks["val"] * kinds * cfg.eval_sampler_steps * _guidance(sizes)
     params = tina_params(shape)
     memory = _memory(params, step.activations, precision, train=True, ema=True)
+    memory["best checkpoint"] = params * 4  # the EMA of the best validation, kept to the end
     work = f"{steps} steps x batch {batch}" + (f" on {devices} GPUs" if devices > 1 else "")
     total = flops * steps + per_prompt_pass(shape).flops * passes
     return StageCost(name, work, total, params, memory, precision)
@@ -386,6 +392,7 @@ def hypernetwork_cost(sizes: Sizes) -> StageCost:
     step = tina_step(shape, batch, backward=True)
     params = tina_params(shape)
     memory = _memory(params, step.activations, "fp32", train=True, ema=True)
+    memory["Tina"] = params * 4  # the job reads Tina's checkpoint (its codec and bases)
     work = f"{steps} steps x batch {batch}"
     return StageCost("hypernetwork baseline", work, step.flops * steps, params, memory)
 
