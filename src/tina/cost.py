@@ -392,7 +392,6 @@ def hypernetwork_cost(sizes: Sizes) -> StageCost:
     step = tina_step(shape, batch, backward=True)
     params = tina_params(shape)
     memory = _memory(params, step.activations, "fp32", train=True, ema=True)
-    memory["Tina"] = params * 4  # the job reads Tina's checkpoint (its codec and bases)
     work = f"{steps} steps x batch {batch}"
     return StageCost("hypernetwork baseline", work, step.flops * steps, params, memory)
 
