@@ -1,11 +1,12 @@
 """Each paper config at its real sizes, on fake data, through Snakemake to the report (opt-in).
 
 Run it by name: ``pytest -m paper_shape`` (tests/conftest.py leaves it out of every other run).
-It takes about an hour per config on 2 CPU cores and, for the 1.09B-parameter Tina of the cnn76k
-scaling point, about 30 GB of memory (RAM plus swap).
+It took 15 to 28 minutes per config on 2 CPU cores; its peak, the 1.09B-parameter Tina of the
+cnn76k scaling point, is about 23 GiB, so a 24 GiB machine needs a few GiB of swap.
 
 What stays real: the data set's class count and image size (fake images in the real file
-formats, with WordNet nouns for class names so that every class has a description), Tina at the
+formats; WordNet nouns as class names where the files name the classes, so that every class has
+a description; OrganAMNIST's own organ names), Tina at the
 config's 2048 x 12, the generated nets (cnn5k to cnn76k) and their chunking, the zoo's chunk, every
 experiment and the report, and the memory each job declares. What is cut: training steps (1 or
 2), batch sizes of Tina and the hypernetwork (2), tasks (a handful per experiment), DDIM steps (2)
