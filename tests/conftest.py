@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def pytest_collection_modifyitems(config, items):
-    """Leave out the ``paper_shape`` tests (hours, ~30 GB) unless ``-m`` names them."""
+    """Leave out the ``paper_shape`` tests (15-30 min and ~23 GiB each) unless ``-m`` names them."""
     if "paper_shape" in (config.option.markexpr or ""):
         return
     left_out = [item for item in items if "paper_shape" in item.keywords]
