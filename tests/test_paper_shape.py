@@ -50,6 +50,7 @@ from tina.cost import stage_costs
 from tina.io import read_metadata
 from tina.resources import resource_entry, rule_memory_mb, rule_stages
 from tina.wordnet import DEFAULT_ROOT as WORDNET_ROOT
+from tina.wordnet import load_nouns
 
 pytestmark = pytest.mark.paper_shape
 
@@ -73,14 +74,11 @@ ONE_HOUR = 3600
 def wordnet_nouns(n: int, root: str | Path = WORDNET_ROOT) -> list[tuple[str, int]]:
     """``n`` one-word WordNet nouns and the offset of each one's first sense, spread evenly over
     ``index.noun``: real class names, so that each has a gloss (a description)."""
-    nouns = []
-    for line in (Path(root) / "index.noun").read_text().splitlines():
-        if line.startswith(" "):  # the licence header
-            continue
-        fields = line.split()
-        lemma, senses = fields[0], int(fields[2])
-        if lemma.isalpha() and lemma.islower() and 4 <= len(lemma) <= 10:
-            nouns.append((lemma, int(fields[-senses])))
+    nouns = [
+        (lemma, sense.offset)
+        for lemma, sense in load_nouns(root).items()
+        if lemma.isalpha() and 4 <= len(lemma) <= 10
+    ]
     step = len(nouns) // n
     return nouns[::step][:n]
 
